@@ -1,0 +1,121 @@
+"""Frozen, typed results of one analysis.
+
+These names are a contract: the JSON printed by ``emgd analyze --json`` and the columns of
+``public.session_parameters`` / ``public.contractions`` use exactly the same field names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return _jsonable(value.item())
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Contraction:
+    """One detected contraction on one channel; times in ms from the recording's start."""
+
+    index: int
+    start_ms: float
+    end_ms: float
+    duration_ms: float
+    peak_amplitude: float
+    mean_amplitude: float
+    meets_mvc: bool
+    meets_duration: bool
+    is_good: bool
+    mpf_hz: float | None = None
+    mdf_hz: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelResult:
+    """Per-channel session metrics; one row of ``public.session_parameters``."""
+
+    name: str
+    sampling_rate: float
+    unit: str
+    mvc_value: float
+    mvc_threshold: float
+    mvc_method: str  # "given" | "estimated_best_500ms"
+    duration_threshold_ms: float
+    expected_contractions: int
+    contractions_total: int
+    contractions_good: int
+    contractions_mvc_compliant: int
+    contractions_duration_compliant: int
+    completion_rate: float  # min(total, expected) / expected
+    intensity_rate: float  # mvc-compliant / total (0 when none)
+    duration_rate: float  # duration-compliant / total (0 when none)
+    compliance_rate: float  # good, capped at expected, / expected
+    time_under_tension_ms: float
+    rms: float
+    mav: float
+    mpf_hz: float | None
+    mdf_hz: float | None
+    fi_nsm5: float | None
+    fi_nsm5_relative: float | None  # last window's FI_nsm5 / first window's
+    mpf_slope_hz_per_s: float | None
+    mdf_slope_hz_per_s: float | None
+    mpf_slope_pct_per_s: float | None
+    mdf_slope_pct_per_s: float | None
+    signal_quality: float  # 0..1
+    activation_agreement: float | None  # GHOSTLY only: agreement with the game's activated channel
+    contractions: tuple[Contraction, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(self)
+
+
+@dataclass(frozen=True, slots=True)
+class GameMetadata:
+    """What the GHOSTLY game writes into the INFO and SUBJECTS groups (all optional)."""
+
+    game_name: str | None = None
+    game_level: int | None = None
+    game_duration: float | None = None
+    therapist_id: str | None = None
+    player_name: str | None = None
+    game_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResult:
+    """The whole analysis of one C3D recording."""
+
+    file: str
+    analysis_version: str
+    processing: dict[str, Any]
+    recorded_at: datetime | None
+    duration_s: float
+    metadata: GameMetadata
+    overall_compliance: float  # mean of the channels' compliance_rate
+    symmetry: float | None  # left/right symmetry 0..1 (1 = equal); None without a pair
+    channels: tuple[ChannelResult, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(self)
