@@ -1,0 +1,275 @@
+"""Where the C3D bytes live: Supabase Storage over HTTP, or a local folder.
+
+Public API
+----------
+``StorageBackend`` (Protocol)
+    ``async download(bucket, name) -> bytes``
+    ``async upload(bucket, name, data, *, content_type='application/octet-stream') -> dict``
+        returns Supabase-like object metadata: ``eTag`` (quoted md5), ``size``, ``mimetype``,
+        ``cacheControl``, ``lastModified``, ``contentLength``, ``httpStatusCode`` — the shape
+        Supabase writes to ``storage.objects.metadata``.
+    ``async aclose()``
+Errors: ``StorageError`` (base; a plain one is permanent), ``ObjectNotFound`` (permanent: the
+object is gone), ``InvalidObjectName`` (permanent: the name is unusable or hostile),
+``StorageUnavailable`` (transient: 5xx, 429, timeouts, connection errors, rejected credentials —
+retry later). Every error's ``str`` is a readable reason fit for ``sessions.error``.
+``LocalStorage(root)``: files at ``<root>/<bucket>/<name>``; a name can never leave ``root``.
+``SupabaseStorage(url, service_role_key, *, timeout=30.0, retries=3)``: storage3's async client.
+``make_storage(settings) -> StorageBackend``.
+
+Retries: ``SupabaseStorage`` retries ``StorageUnavailable`` in-process (``retries`` attempts in
+all, exponential backoff with jitter, at most a few seconds) because a blip should not cost a job
+attempt; when it still fails it raises ``StorageUnavailable`` and the caller reschedules the job
+(``run_after``). ``LocalStorage`` does not retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from daemon.settings import Settings
+
+__all__ = [
+    "InvalidObjectName",
+    "LocalStorage",
+    "ObjectNotFound",
+    "StorageBackend",
+    "StorageError",
+    "StorageUnavailable",
+    "SupabaseStorage",
+    "make_storage",
+    "object_metadata",
+]
+
+
+class StorageError(Exception):
+    """Storage failed; a plain StorageError is permanent."""
+
+
+class ObjectNotFound(StorageError):
+    """The object does not exist (permanent)."""
+
+
+class InvalidObjectName(StorageError):
+    """The bucket or object name is unusable or tries to escape (permanent)."""
+
+
+class StorageUnavailable(StorageError):
+    """Storage could not answer now (transient): retry later."""
+
+
+@runtime_checkable
+class StorageBackend(Protocol):
+    async def download(self, bucket: str, name: str) -> bytes: ...
+
+    async def upload(
+        self, bucket: str, name: str, data: bytes, *, content_type: str = ...
+    ) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def object_metadata(data: bytes, content_type: str) -> dict[str, Any]:
+    """The metadata Supabase Storage records for an object."""
+    return {
+        "eTag": f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"',
+        "size": len(data),
+        "mimetype": content_type,
+        "cacheControl": "max-age=3600",
+        "lastModified": datetime.now(UTC).isoformat(),
+        "contentLength": len(data),
+        "httpStatusCode": 200,
+    }
+
+
+def _check_name(bucket: str, name: str) -> list[str]:
+    """Path segments of a safe ``bucket/name``; rejects anything that could mean another place."""
+    for label, value in (("bucket", bucket), ("object name", name)):
+        if not isinstance(value, str) or not value:
+            raise InvalidObjectName(f"empty {label}")
+        if "\x00" in value or "\\" in value:
+            raise InvalidObjectName(f"{label} contains NUL or backslash: {value!r}")
+        if value.startswith("/"):
+            raise InvalidObjectName(f"{label} is an absolute path: {value!r}")
+        if len(value.encode("utf-8", "surrogatepass")) > 1024:
+            raise InvalidObjectName(f"{label} is longer than 1024 bytes")
+    if "/" in bucket:
+        raise InvalidObjectName(f"bucket contains '/': {bucket!r}")
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in [bucket, *parts]):
+        raise InvalidObjectName(f"object name has an empty, '.' or '..' segment: {name!r}")
+    return [bucket, *parts]
+
+
+class LocalStorage:
+    """A folder laid out like a bucket store: ``<root>/<bucket>/<name>``."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).resolve()
+
+    def path_for(self, bucket: str, name: str) -> Path:
+        path = self.root.joinpath(*_check_name(bucket, name)).resolve()
+        # resolve() follows symlinks, so a link planted inside the root cannot point out of it.
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise InvalidObjectName(f"object name leaves the storage folder: {name!r}")
+        return path
+
+    async def download(self, bucket: str, name: str) -> bytes:
+        path = self.path_for(bucket, name)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(f"object not found: {bucket}/{name}") from None
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read {bucket}/{name}: {exc.strerror}") from exc
+
+    async def upload(
+        self,
+        bucket: str,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+    ) -> dict[str, Any]:
+        path = self.path_for(bucket, name)
+        try:
+            await asyncio.to_thread(_atomic_write, path, data)
+        except OSError as exc:
+            if exc.errno in (36, 20, 21):  # ENAMETOOLONG, ENOTDIR, EISDIR: the name's fault
+                raise InvalidObjectName(f"cannot store {name!r}: {exc.strerror}") from None
+            raise StorageUnavailable(f"cannot write {bucket}/{name}: {exc.strerror}") from exc
+        return object_metadata(data, content_type)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    # Readers (the daemon) must never see half a file: write aside, then rename into place.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class SupabaseStorage:
+    """Supabase Storage through storage3's async client, authenticated with the service role."""
+
+    def __init__(self, url: str, service_role_key: str, *, timeout: float = 30.0, retries: int = 3):
+        import httpx
+        from storage3 import AsyncStorageClient
+
+        headers = {"apikey": service_role_key, "Authorization": f"Bearer {service_role_key}"}
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            follow_redirects=True,
+        )
+        self._client = AsyncStorageClient(
+            url.rstrip("/") + "/storage/v1/", headers, http_client=self._http
+        )
+        self._retries = max(1, retries)
+
+    async def _retrying(self, op, what: str):
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            wait_exponential_jitter,
+        )
+
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._retries),
+            wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.2),
+            retry=retry_if_exception_type(StorageUnavailable),
+            reraise=True,
+        ):
+            with attempt:
+                return await _translate(op, what)
+        raise AssertionError("unreachable")
+
+    async def download(self, bucket: str, name: str) -> bytes:
+        _check_name(bucket, name)
+        return await self._retrying(
+            lambda: self._client.from_(bucket).download(_escape(name)), f"{bucket}/{name}"
+        )
+
+    async def upload(
+        self,
+        bucket: str,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+    ) -> dict[str, Any]:
+        _check_name(bucket, name)
+        options = {"content-type": content_type, "upsert": "true"}
+        await self._retrying(
+            lambda: self._client.from_(bucket).upload(_escape(name), data, options),
+            f"{bucket}/{name}",
+        )
+        return object_metadata(data, content_type)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _escape(name: str) -> str:
+    # storage3 percent-decodes object paths; escape '%' so a literal "%41" stays "%41".
+    return name.replace("%", "%25")
+
+
+async def _translate(op, what: str):
+    """Run one storage3 call, turning its errors into ours."""
+    import httpx
+    from storage3.exceptions import StorageApiError
+
+    try:
+        return await op()
+    except StorageApiError as exc:
+        raise _classify(exc, what) from exc
+    except ValueError as exc:  # storage3 refuses dot segments itself
+        raise InvalidObjectName(f"{what}: {exc}") from exc
+    except httpx.TimeoutException as exc:
+        raise StorageUnavailable(f"storage timed out on {what}") from exc
+    except httpx.HTTPError as exc:
+        raise StorageUnavailable(f"storage unreachable for {what}: {exc!r}") from exc
+
+
+def _classify(exc: Any, what: str) -> StorageError:
+    # Supabase reports most failures as HTTP 400 with the real status in the body's statusCode.
+    try:
+        status = int(str(exc.status))
+    except ValueError:
+        status = 0
+    code = str(getattr(exc, "code", "") or "")
+    message = str(getattr(exc, "message", "") or exc)
+    if status == 404 or code.lower() in ("not_found", "nosuchkey"):
+        return ObjectNotFound(f"object not found: {what}")
+    if status >= 500 or status in (401, 403, 408, 429) or status == 0:
+        return StorageUnavailable(f"storage error {status} on {what}: {message}")
+    return StorageError(f"storage refused {what} (HTTP {status} {code}): {message}")
+
+
+def make_storage(settings: Settings) -> StorageBackend:
+    if settings.storage_backend == "local":
+        return LocalStorage(settings.local_storage_dir)
+    if not settings.supabase_url or settings.supabase_service_role_key is None:
+        raise StorageError("supabase storage needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
+    return SupabaseStorage(
+        settings.supabase_url,
+        settings.supabase_service_role_key.get_secret_value(),
+        timeout=settings.storage_timeout,
+    )

@@ -1,0 +1,123 @@
+"""A small real HTTP server that speaks Supabase Storage's object API, for tests and e2e runs.
+
+It serves ``GET /storage/v1/object/<bucket>/<path>`` (download) and ``POST|PUT`` on the same path
+(multipart upload, as storage3 sends it), checks ``apikey`` and ``Authorization: Bearer``, and
+answers errors in Supabase's shapes: a missing object is HTTP 400 with
+``{"statusCode":"404","error":"not_found","message":"Object not found"}``; a bad key is 400 with
+statusCode 403; ``fail_next(n)`` makes the next n requests answer 503 (JSON) and
+``fail_next(n, status=502, body="bad gateway")`` a plain-text gateway error.
+
+Use::
+
+    server = await start_storage_server(key="k", objects={("c3d-examples", "p/a.c3d"): b"..."})
+    server.url            # http://127.0.0.1:<port>  (give it to SupabaseStorage / SUPABASE_URL)
+    server.objects[...]   # the store (bucket, name) -> bytes; mutate freely
+    server.requests       # list of (method, bucket, name) served, in order
+    await server.stop()
+
+or, from synchronous code / another process, ``python -m tests.storage_server --port 0`` prints
+its URL on stdout and serves until killed (objects added through the upload API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class StorageServer:
+    key: str
+    objects: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    requests: list[tuple[str, str, str]] = field(default_factory=list)
+    delay: float = 0.0  # seconds before answering: lets tests provoke client timeouts
+    _failures: list[tuple[int, str | None]] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def fail_next(self, n: int, *, status: int = 503, body: str | None = None) -> None:
+        self._failures.extend([(status, body)] * n)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        bucket, name = request.match_info["bucket"], request.match_info["name"]
+        self.requests.append((request.method, bucket, name))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self._failures:
+            status, body = self._failures.pop(0)
+            if body is not None:
+                return web.Response(status=status, text=body)
+            return _error(status, str(status), "internal", "Service temporarily unavailable")
+        if (
+            request.headers.get("apikey") != self.key
+            or request.headers.get("Authorization") != f"Bearer {self.key}"
+        ):
+            return _error(400, "403", "Unauthorized", "invalid signature")
+        if request.method == "GET":
+            data = self.objects.get((bucket, name))
+            if data is None:
+                return _error(400, "404", "not_found", "Object not found")
+            return web.Response(body=data, content_type="application/octet-stream")
+        upsert = request.headers.get("x-upsert") == "true" or request.method == "PUT"
+        if (bucket, name) in self.objects and not upsert:
+            return _error(400, "409", "Duplicate", "The resource already exists")
+        post = await request.post()
+        upload = post.get("file")
+        self.objects[(bucket, name)] = upload.file.read() if upload is not None else b""
+        return web.json_response({"Key": f"{bucket}/{name}", "Id": "00000000-0000-0000-0000-0"})
+
+    async def start(self, port: int = 0) -> StorageServer:
+        app = web.Application(client_max_size=1 << 30)
+        route = "/storage/v1/object/{bucket}/{name:.+}"
+        app.router.add_route("GET", route, self._handle)
+        app.router.add_route("POST", route, self._handle)
+        app.router.add_route("PUT", route, self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def _error(http_status: int, code: str, error: str, message: str) -> web.Response:
+    body = {"statusCode": code, "error": error, "message": message}
+    return web.Response(status=http_status, text=json.dumps(body), content_type="application/json")
+
+
+async def start_storage_server(
+    *, key: str = "service-role-key", objects: dict[tuple[str, str], bytes] | None = None
+) -> StorageServer:
+    return await StorageServer(key=key, objects=dict(objects or {})).start()
+
+
+async def _serve_forever(port: int, key: str) -> None:
+    server = await StorageServer(key=key).start(port)
+    print(server.url, flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Supabase Storage stand-in for tests")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--key", default="service-role-key")
+    ns = parser.parse_args()
+    try:
+        asyncio.run(_serve_forever(ns.port, ns.key))
+    except KeyboardInterrupt:
+        sys.exit(0)
