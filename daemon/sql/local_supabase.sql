@@ -1,0 +1,236 @@
+-- A local stand-in for the parts of Supabase that emgd's migrations build on.
+--
+-- Plain PostgreSQL lacks Supabase's roles, the auth and storage schemas and their helper
+-- functions. This file creates them, and only those that are missing, so running it against a
+-- real Supabase project (or twice) changes nothing. Definitions follow Supabase's own:
+-- supabase/auth migrations (auth.uid/role/jwt, latest form with search_path '') and
+-- supabase/storage tenant migrations (storage.buckets/objects and foldername/filename/extension).
+-- It is not a migration: supabase/migrations must stay deployable to a real project.
+
+-- Roles are cluster-wide, so two test sessions on one server may race to create them; the
+-- loser's duplicate error is swallowed instead of failing its whole set-up.
+do $$
+declare
+    spec record;
+begin
+    for spec in
+        select * from (values
+            ('anon', 'nologin noinherit'),
+            ('authenticated', 'nologin noinherit'),
+            ('service_role', 'nologin noinherit bypassrls'),
+            ('authenticator', 'login noinherit')
+        ) as t(rolname, options)
+    loop
+        if not exists (select 1 from pg_catalog.pg_roles where rolname = spec.rolname) then
+            begin
+                execute format('create role %I %s', spec.rolname, spec.options);
+            exception when duplicate_object or unique_violation then
+                null;
+            end;
+        end if;
+    end loop;
+end
+$$;
+
+-- PostgREST logs in as authenticator and switches to these roles per request.
+grant anon, authenticated, service_role to authenticator;
+
+create schema if not exists auth;
+create schema if not exists storage;
+create schema if not exists extensions;
+
+grant usage on schema public, auth, storage to anon, authenticated, service_role;
+
+-- Supabase grants the API roles everything on objects created in public and storage and relies
+-- on RLS alone; doing the same here keeps local RLS tests as strict as the real thing.
+alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
+alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
+alter default privileges in schema public grant all on functions to anon, authenticated, service_role;
+
+create table if not exists auth.users (
+    instance_id uuid,
+    id uuid primary key,
+    aud varchar(255),
+    role varchar(255),
+    email varchar(255),
+    raw_app_meta_data jsonb,
+    raw_user_meta_data jsonb,
+    is_super_admin boolean,
+    created_at timestamptz default now(),
+    updated_at timestamptz default now(),
+    is_anonymous boolean not null default false
+);
+
+do $$
+begin
+    if not exists (
+        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'auth' and p.proname = 'uid'
+    ) then
+        create function auth.uid() returns uuid
+            language sql stable
+            set search_path to ''
+        as $f$
+          select
+            coalesce(
+              nullif(current_setting('request.jwt.claim.sub', true), ''),
+              (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
+            )::uuid
+        $f$;
+    end if;
+
+    if not exists (
+        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'auth' and p.proname = 'role'
+    ) then
+        create function auth.role() returns text
+            language sql stable
+            set search_path to ''
+        as $f$
+          select
+            coalesce(
+              nullif(current_setting('request.jwt.claim.role', true), ''),
+              (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role')
+            )::text
+        $f$;
+    end if;
+
+    if not exists (
+        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'auth' and p.proname = 'email'
+    ) then
+        create function auth.email() returns text
+            language sql stable
+            set search_path to ''
+        as $f$
+          select
+            coalesce(
+              nullif(current_setting('request.jwt.claim.email', true), ''),
+              (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email')
+            )::text
+        $f$;
+    end if;
+
+    if not exists (
+        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'auth' and p.proname = 'jwt'
+    ) then
+        create function auth.jwt() returns jsonb
+            language sql stable
+            set search_path to ''
+        as $f$
+          select
+            coalesce(
+              nullif(current_setting('request.jwt.claim', true), ''),
+              nullif(current_setting('request.jwt.claims', true), '')
+            )::jsonb
+        $f$;
+    end if;
+end
+$$;
+
+grant execute on function auth.uid(), auth.role(), auth.email(), auth.jwt()
+    to anon, authenticated, service_role;
+
+-- Only when missing: on a real project these belong to supabase_storage_admin and must not be
+-- touched (Supabase forbids ALTER TABLE storage.objects).
+do $$
+begin
+    if to_regclass('storage.buckets') is null then
+        create table storage.buckets (
+            id text not null primary key,
+            name text not null,
+            owner uuid,
+            created_at timestamptz default now(),
+            updated_at timestamptz default now(),
+            public boolean default false,
+            avif_autodetection boolean default false,
+            file_size_limit bigint,
+            allowed_mime_types text[],
+            owner_id text
+        );
+        create unique index bname on storage.buckets using btree (name);
+        alter table storage.buckets enable row level security;
+        grant all on storage.buckets to anon, authenticated, service_role;
+    end if;
+
+    if to_regclass('storage.objects') is null then
+        create table storage.objects (
+            id uuid not null default gen_random_uuid() primary key,
+            bucket_id text references storage.buckets (id),
+            name text,
+            owner uuid,
+            created_at timestamptz default now(),
+            updated_at timestamptz default now(),
+            last_accessed_at timestamptz default now(),
+            metadata jsonb,
+            path_tokens text[] generated always as (string_to_array(name, '/')) stored,
+            version text,
+            owner_id text,
+            user_metadata jsonb,
+            constraint bucketid_objname unique (bucket_id, name)
+        );
+        comment on column storage.objects.owner is 'Field is deprecated, use owner_id instead';
+        create index name_prefix_search on storage.objects (name text_pattern_ops);
+        alter table storage.objects enable row level security;
+        grant all on storage.objects to anon, authenticated, service_role;
+    end if;
+end
+$$;
+
+do $$
+begin
+    if not exists (
+        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'storage' and p.proname = 'foldername'
+    ) then
+        create function storage.foldername(name text) returns text[]
+            language plpgsql
+        as $f$
+        declare
+            _parts text[];
+        begin
+            select string_to_array(name, '/') into _parts;
+            return _parts[1:array_length(_parts, 1) - 1];
+        end
+        $f$;
+    end if;
+
+    if not exists (
+        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'storage' and p.proname = 'filename'
+    ) then
+        create function storage.filename(name text) returns text
+            language plpgsql
+        as $f$
+        declare
+            _parts text[];
+        begin
+            select string_to_array(name, '/') into _parts;
+            return _parts[array_length(_parts, 1)];
+        end
+        $f$;
+    end if;
+
+    if not exists (
+        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'storage' and p.proname = 'extension'
+    ) then
+        create function storage.extension(name text) returns text
+            language plpgsql
+        as $f$
+        declare
+            _parts text[];
+            _filename text;
+        begin
+            select string_to_array(name, '/') into _parts;
+            select _parts[array_length(_parts, 1)] into _filename;
+            return reverse(split_part(reverse(_filename), '.', 1));
+        end
+        $f$;
+    end if;
+end
+$$;
+
+grant execute on function storage.foldername(text), storage.filename(text), storage.extension(text)
+    to anon, authenticated, service_role;
