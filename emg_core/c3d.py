@@ -1,0 +1,693 @@
+"""Read C3D files, validate them, find their EMG channels and the game's metadata.
+
+This is a small C3D reader of our own rather than ``ezc3d``'s: it reads from bytes (the daemon
+downloads objects into memory), it is an order of magnitude faster on long recordings (the
+analog block is one ``numpy.frombuffer`` view, converted channel by channel), it handles more
+than 65535 frames, and it checks what ``ezc3d`` does not: a file whose header promises more data
+than it holds is rejected instead of being read "successfully" with missing samples.
+
+Format reference: the C3D User Guide (c3d.org), sections "The header section", "The parameter
+section" and "The 3D point and analog data section".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import C3DFormatError, NoEmgChannelsError, SamplingRateError
+from .results import GameMetadata
+
+BLOCK = 512
+#: processor type byte in the parameter section header -> numeric byte order
+_PROCESSORS = {84: "<", 85: "<", 86: ">"}  # Intel, DEC (VAX floats), MIPS/SGI
+_PROCESSOR_NAMES = {84: "intel", 85: "dec", 86: "mips"}
+#: hostile headers may promise absurd sizes; nothing real comes close to this
+_MAX_PARAMETER_VALUES = 1_000_000
+
+Source = bytes | bytearray | memoryview | str | os.PathLike
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass(frozen=True, slots=True)
+class C3DFile:
+    """An opened C3D file: its parameters and a lazy view of the analog samples.
+
+    Attributes
+    ----------
+    labels, units, descriptions : tuple of str
+        ``ANALOG:LABELS`` / ``UNITS`` / ``DESCRIPTIONS``, one per analog channel (blank-padded
+        entries stripped; missing entries become ``"Analog <n>"`` / ``""``).
+    rate : float
+        Analog sampling rate in Hz (``ANALOG:RATE``); ``nan`` when the file gives none.
+    n_samples : int
+        Samples per analog channel.
+    parameters : mapping
+        ``{GROUP: {PARAMETER: value}}`` with upper-case names; values are ``str``,
+        ``list[str]`` or numpy arrays.
+    processor : str
+        ``"intel"``, ``"dec"`` or ``"mips"``.
+    """
+
+    labels: tuple[str, ...]
+    units: tuple[str, ...]
+    descriptions: tuple[str, ...]
+    rate: float
+    n_samples: int
+    parameters: Mapping[str, Mapping[str, Any]]
+    processor: str
+    _raw: np.ndarray = field(repr=False)  # (n_samples, n_channels) view on the file's bytes
+    _scale: np.ndarray = field(repr=False)
+    _offset: np.ndarray = field(repr=False)
+    _dec: bool = field(repr=False, default=False)
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.labels)
+
+    @property
+    def duration_s(self) -> float:
+        """Recording length in seconds (``nan`` without a rate)."""
+        return self.n_samples / self.rate if self.rate > 0 else float("nan")
+
+    def param(self, group: str, name: str, default: Any = None) -> Any:
+        """``parameters[group][name]`` or ``default`` when either is absent."""
+        return self.parameters.get(group.upper(), {}).get(name.upper(), default)
+
+    def channel(self, index: int) -> np.ndarray:
+        """One analog channel in its physical unit, as a new contiguous float64 array.
+
+        Parameters
+        ----------
+        index : int
+            Channel index into ``labels``.
+
+        Returns
+        -------
+        ndarray, shape (n_samples,), float64
+            ``(raw - ANALOG:OFFSET) * ANALOG:SCALE * ANALOG:GEN_SCALE``.
+        """
+        raw = self._raw[:, index]
+        if self._dec:
+            raw = _dec_to_ieee(raw)
+        out = raw.astype(np.float64)
+        if self._offset[index] != 0.0:
+            out -= self._offset[index]
+        if self._scale[index] != 1.0:
+            out *= self._scale[index]
+        return out
+
+    def channels(self, indices: list[int] | tuple[int, ...]) -> np.ndarray:
+        """Several channels stacked as ``(len(indices), n_samples)`` float64."""
+        out = np.empty((len(indices), self.n_samples), dtype=np.float64)
+        for row, index in enumerate(indices):
+            out[row] = self.channel(index)
+        return out
+
+
+def read_c3d(source: Source) -> C3DFile:
+    """Open a C3D file from bytes or a path and validate its structure.
+
+    Parameters
+    ----------
+    source : bytes, bytearray, memoryview, str or os.PathLike
+        The file's content, or a path to it.
+
+    Returns
+    -------
+    C3DFile
+        Parameters plus a lazy view of the analog samples (no sample is converted yet).
+
+    Raises
+    ------
+    C3DFormatError
+        The bytes are not C3D, are inconsistent, or hold less data than the header promises.
+    """
+    buf = _load(source)
+    n = len(buf)
+    if n == 0:
+        raise C3DFormatError("the file is empty (0 bytes), not a C3D recording")
+    if n < BLOCK:
+        raise C3DFormatError(
+            f"not a C3D file: {n} bytes is shorter than the 512-byte header "
+            "every C3D file starts with"
+        )
+    if buf[1] != 0x50:
+        raise C3DFormatError(
+            "not a C3D file: the header's second byte is "
+            f"0x{buf[1]:02X} where every C3D file has 0x50"
+        )
+    param_start = (buf[0] - 1) * BLOCK
+    if buf[0] < 1 or param_start + 4 > n:
+        raise C3DFormatError(
+            f"not a readable C3D file: the parameter section is said to start at block {buf[0]}, "
+            f"beyond the file's {n} bytes"
+        )
+    proc_byte = buf[param_start + 3]
+    if proc_byte not in _PROCESSORS:
+        raise C3DFormatError(
+            f"not a readable C3D file: unknown processor type {proc_byte} "
+            "(C3D knows 84 Intel, 85 DEC, 86 MIPS)"
+        )
+    endian = _PROCESSORS[proc_byte]
+    dec = proc_byte == 85
+    header = _parse_header(buf, endian, dec)
+    n_param_blocks = buf[param_start + 2]
+    param_end = min(n, param_start + max(n_param_blocks, 1) * BLOCK)
+    try:
+        params = _parse_parameters(buf, param_start + 4, param_end, endian, dec)
+    except (struct.error, IndexError, ValueError, UnicodeError) as exc:
+        raise C3DFormatError(
+            f"not a readable C3D file: damaged parameter section ({exc})"
+        ) from None
+    return _open_data(buf, header, params, endian, dec, _PROCESSOR_NAMES[proc_byte])
+
+
+def _load(source: Source) -> memoryview:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return memoryview(source).cast("B")
+    if isinstance(source, str | os.PathLike):
+        try:
+            return memoryview(Path(source).read_bytes())
+        except IsADirectoryError:
+            raise C3DFormatError(f"cannot read {os.fspath(source)}: it is a directory") from None
+        except OSError as exc:
+            raise C3DFormatError(
+                f"cannot read {os.fspath(source)}: {exc.strerror or exc}"
+            ) from None
+    raise TypeError(f"source must be bytes or a path, not {type(source).__name__}")
+
+
+def _parse_header(buf: memoryview, endian: str, dec: bool) -> dict[str, Any]:
+    def word(k: int) -> int:  # 1-based 16-bit word number, as the C3D guide counts them
+        return struct.unpack_from(endian + "H", buf, 2 * (k - 1))[0]
+
+    def real(k: int) -> float:
+        return _float(bytes(buf[2 * (k - 1) : 2 * (k - 1) + 4]), endian, dec)
+
+    return {
+        "points": word(2),
+        "analog_words": word(3),
+        "first_frame": word(4),
+        "last_frame": word(5),
+        "scale": real(7),
+        "data_start": word(9),
+        "analog_per_frame": word(10),
+        "frame_rate": real(11),
+    }
+
+
+def _float(b: bytes, endian: str, dec: bool) -> float:
+    if dec:
+        return float(_dec_to_ieee(np.frombuffer(b, dtype="<f4"))[0])
+    return struct.unpack(endian + "f", b)[0]
+
+
+def _dec_to_ieee(values: np.ndarray) -> np.ndarray:
+    """Convert DEC (VAX F) floats, read as little-endian float32, to IEEE float32.
+
+    A VAX F float stores its two 16-bit halves in the opposite order and its exponent with a bias
+    two higher than IEEE's; swapping the halves and dividing by 4 gives the IEEE value.
+    """
+    u = np.ascontiguousarray(values).view("<u4")
+    swapped = ((u >> np.uint32(16)) | (u << np.uint32(16))).astype("<u4")
+    return swapped.view("<f4") / np.float32(4.0)
+
+
+def _parse_parameters(
+    buf: memoryview, pos: int, end: int, endian: str, dec: bool
+) -> dict[str, dict[str, Any]]:
+    group_names: dict[int, str] = {}
+    raw_params: list[tuple[int, str, Any]] = []
+    seen = 0
+    while pos + 2 <= end:
+        name_len = struct.unpack_from("b", buf, pos)[0]
+        gid = struct.unpack_from("b", buf, pos + 1)[0]
+        if name_len == 0:
+            break
+        name_len = abs(name_len)
+        name_end = pos + 2 + name_len
+        if name_end + 2 > end:
+            break
+        name = bytes(buf[pos + 2 : name_end]).decode("latin-1").strip().upper()
+        offset = struct.unpack_from(endian + "h", buf, name_end)[0]
+        body = name_end + 2
+        if gid < 0:
+            group_names[-gid] = name
+        elif gid > 0:
+            raw_params.append((gid, name, _parse_value(buf, body, end, endian, dec)))
+        seen += 1
+        if offset <= 0 or seen > 100_000:
+            break
+        nxt = name_end + offset
+        if nxt <= pos:
+            break
+        pos = nxt
+    params: dict[str, dict[str, Any]] = {name: {} for name in group_names.values()}
+    for gid, name, value in raw_params:
+        group = group_names.get(gid)
+        if group is not None:
+            params[group][name] = value
+    return params
+
+
+def _parse_value(buf: memoryview, pos: int, end: int, endian: str, dec: bool) -> Any:
+    dtype = struct.unpack_from("b", buf, pos)[0]
+    ndim = buf[pos + 1]
+    dims = tuple(buf[pos + 2 : pos + 2 + ndim])
+    if len(dims) != ndim:
+        raise ValueError("parameter dimensions run past the section")
+    data = pos + 2 + ndim
+    count = 1
+    for d in dims:
+        count *= d
+    if count > _MAX_PARAMETER_VALUES:
+        raise ValueError(f"a parameter claims {count} values")
+    size = abs(dtype) * count
+    if dtype not in (-1, 1, 2, 4) or data + size > end:
+        raise ValueError("parameter data run past the section")
+    raw = bytes(buf[data : data + size])
+    if dtype == -1:
+        if ndim <= 1:
+            return raw.decode("latin-1").rstrip(" \x00")
+        width = dims[0]
+        if width == 0:  # zero-width strings: as many blanks as the other dimensions say
+            n_strings = 1
+            for d in dims[1:]:
+                n_strings *= d
+            return [""] * n_strings
+        return [
+            raw[i : i + width].decode("latin-1").strip(" \x00") for i in range(0, len(raw), width)
+        ]
+    if dtype == 1:
+        arr = np.frombuffer(raw, dtype=np.int8).astype(np.int64)
+    elif dtype == 2:
+        arr = np.frombuffer(raw, dtype=endian + "i2").astype(np.int64)
+    else:
+        arr = np.frombuffer(raw, dtype=endian + "f4")
+        arr = (_dec_to_ieee(arr) if dec else arr).astype(np.float64)
+    return arr.reshape(dims, order="F") if ndim > 1 else arr
+
+
+def _first_number(value: Any) -> float | None:
+    if isinstance(value, np.ndarray) and value.size:
+        v = float(value.ravel()[0])
+        return v if np.isfinite(v) else None
+    return None
+
+
+def _uint16(value: float | None) -> int | None:
+    # int16 parameters that hold counts above 32767 (frames, USED) wrap negative
+    return None if value is None else int(value) & 0xFFFF
+
+
+def _open_data(
+    buf: memoryview,
+    header: dict[str, Any],
+    params: dict[str, dict[str, Any]],
+    endian: str,
+    dec: bool,
+    processor: str,
+) -> C3DFile:
+    point = params.get("POINT", {})
+    analog = params.get("ANALOG", {})
+
+    n_points = _uint16(_first_number(point.get("USED")))
+    n_points = header["points"] if n_points is None else n_points
+    n_analog = _uint16(_first_number(analog.get("USED")))
+    scale = _first_number(point.get("SCALE"))
+    scale = header["scale"] if scale is None else scale
+    is_float = scale is not None and scale < 0
+    point_rate = _first_number(point.get("RATE")) or header["frame_rate"]
+    analog_rate = _first_number(analog.get("RATE"))
+
+    per_frame = header["analog_per_frame"]
+    if n_analog is None:
+        n_analog = header["analog_words"] // per_frame if per_frame else 0
+    if analog_rate and point_rate and point_rate > 0 and np.isfinite(point_rate):
+        ratio = analog_rate / point_rate
+        if abs(ratio - round(ratio)) < 1e-6 and round(ratio) >= 1:
+            per_frame = round(ratio)
+    if n_analog == 0:
+        raise NoEmgChannelsError("the C3D file holds no analog channels, so no EMG to analyse")
+    if per_frame <= 0:
+        raise C3DFormatError(
+            "not a readable C3D file: it has analog channels but zero analog samples per frame"
+        )
+
+    data_start = _uint16(_first_number(point.get("DATA_START"))) or header["data_start"]
+    n_frames = _frame_count(header, params)
+    word = 4 if is_float else 2
+    frame_words = n_points * 4 + n_analog * per_frame
+    offset = (data_start - 1) * BLOCK
+    if data_start < 1 or offset > len(buf):
+        raise C3DFormatError(
+            f"not a readable C3D file: data are said to start at block {data_start}, "
+            f"beyond the file's {len(buf)} bytes"
+        )
+    promised = n_frames * frame_words * word
+    present = len(buf) - offset
+    if promised > present:
+        frames_present = present // (frame_words * word) if frame_words else 0
+        raise C3DFormatError(
+            f"the C3D file is truncated: its header promises {n_frames} frames "
+            f"({promised} bytes of samples) but only {present} bytes ({frames_present} frames, "
+            f"{100 * present / promised:.0f}%) are present"
+        )
+    if n_frames == 0:
+        raise C3DFormatError("the C3D file holds no frames: there are no samples to analyse")
+
+    sample_dtype = np.dtype(endian + ("f4" if is_float else "i2"))
+    fmt = analog.get("FORMAT")
+    if not is_float and isinstance(fmt, str) and fmt.strip().upper() == "UNSIGNED":
+        sample_dtype = np.dtype(endian + "u2")
+    if dec:
+        sample_dtype = np.dtype("<f4")
+    frames = np.frombuffer(buf, dtype=sample_dtype, count=n_frames * frame_words, offset=offset)
+    frames = frames.reshape(n_frames, frame_words)
+    # within a frame, analog samples are stored sample-major: s0(ch0..chN) s1(ch0..chN) ...
+    raw = frames[:, n_points * 4 :].reshape(n_frames * per_frame, n_analog)
+
+    gen_scale = _first_number(analog.get("GEN_SCALE")) or 1.0
+    ch_scale = _per_channel(analog.get("SCALE"), n_analog, 1.0) * gen_scale
+    ch_offset = _per_channel(analog.get("OFFSET"), n_analog, 0.0)
+    labels = _strings(analog.get("LABELS"), n_analog, "Analog {}")
+    units = _strings(analog.get("UNITS"), n_analog, "")
+    descriptions = _strings(analog.get("DESCRIPTIONS"), n_analog, "")
+    rate = float(analog_rate) if analog_rate and analog_rate > 0 else float("nan")
+    return C3DFile(
+        labels=labels,
+        units=units,
+        descriptions=descriptions,
+        rate=rate,
+        n_samples=raw.shape[0],
+        parameters=params,
+        processor=processor,
+        _raw=raw,
+        _scale=ch_scale,
+        _offset=ch_offset,
+        _dec=dec,
+    )
+
+
+def _frame_count(header: dict[str, Any], params: dict[str, dict[str, Any]]) -> int:
+    trial = params.get("TRIAL", {})
+    start, end = trial.get("ACTUAL_START_FIELD"), trial.get("ACTUAL_END_FIELD")
+    if isinstance(start, np.ndarray) and isinstance(end, np.ndarray) and start.size and end.size:
+        # two 16-bit words (low, high) make one 32-bit frame number, for files > 65535 frames
+        def join(words: np.ndarray) -> int:
+            w = [int(v) & 0xFFFF for v in words.ravel()[:2]] + [0]
+            return w[0] + (w[1] << 16)
+
+        first, last = join(start), join(end)
+        if last >= first >= 0:
+            return last - first + 1
+    long_frames = _first_number(params.get("POINT", {}).get("LONG_FRAMES"))
+    if long_frames and long_frames > 0:
+        return int(long_frames)
+    counted = (
+        header["last_frame"] - header["first_frame"] + 1
+        if header["last_frame"] >= header["first_frame"]
+        else 0
+    )
+    frames_param = params.get("POINT", {}).get("FRAMES")
+    if isinstance(frames_param, np.ndarray) and frames_param.size:
+        value = frames_param.ravel()[0]
+        as_count = int(value) if frames_param.dtype.kind == "f" else int(value) & 0xFFFF
+        counted = max(counted, as_count)
+    return counted
+
+
+def _per_channel(value: Any, n: int, default: float) -> np.ndarray:
+    out = np.full(n, default, dtype=np.float64)
+    if isinstance(value, np.ndarray) and value.size:
+        flat = value.ravel().astype(np.float64)[:n]
+        out[: flat.size] = flat
+    return out
+
+
+def _strings(value: Any, n: int, fallback: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else list(value or [])
+    items = [str(s).strip() for s in items][:n]
+    items += [fallback.format(i + 1) for i in range(len(items), n)]
+    return tuple(items)
+
+
+# --------------------------------------------------------------------------------------------
+# EMG channel discovery
+
+_GHOSTLY_RAW = re.compile(r"^\s*CH\s*(\d+)\s*[ _-]?\s*raw\s*$", re.IGNORECASE)
+_GHOSTLY_ACTIVATED = re.compile(r"^\s*CH\s*(\d+)\s*[ _-]?\s*activated\s*$", re.IGNORECASE)
+# "EMG" not glued to other letters: "Biceps.EMG4", "Sensor 1.IM EMG1", "EMG 3"; not "Voltage.1"
+_EMG_LABEL = re.compile(r"(?<![A-Za-z])EMG(?![A-Za-z])", re.IGNORECASE)
+_VOLT_UNITS = {"v", "mv", "uv", "µv", "μv"}
+# words naming skeletal muscles (and their usual abbreviations in lab set-ups)
+_MUSCLE = re.compile(
+    r"rectus|femoris|vast(us|\.)|semiten|semimem|biceps|triceps|tibialis|gastroc|soleus|"
+    r"glute|deltoid|delt_|trapez|trap_|pector|latissimus|erector|multifid|oblique|abdomin|"
+    r"brachi|flexor|extensor|adductor|abductor|sartorius|peroneus|fibularis|hamstring|"
+    r"quadriceps|infraspin|supraspin|subscap|rhomboid|serratus|masseter|temporalis|"
+    r"sternocleido|splenius|iliopsoas|psoas|gracilis|tensor|plantaris|popliteus|"
+    r"pronator|supinator|opponens|interosse|lumbrical|thenar|muscle",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EmgSelection:
+    """Which analog channels are EMG, and how they were recognised.
+
+    Attributes
+    ----------
+    indices : tuple of int
+        Analog channel indices of the EMG channels, in file order.
+    activated : mapping of int to int
+        For GHOSTLY files: EMG channel index -> index of the game's ``CHn activated`` channel.
+    method : str
+        ``"include_pattern"``, ``"ghostly"``, ``"emg_label"`` or ``"muscle_name"``.
+    """
+
+    indices: tuple[int, ...]
+    activated: Mapping[int, int]
+    method: str
+
+
+def force_plate_channels(c3d: C3DFile) -> set[int]:
+    """0-based indices of the analog channels listed under ``FORCE_PLATFORM:CHANNEL``."""
+    value = c3d.param("FORCE_PLATFORM", "CHANNEL")
+    if not isinstance(value, np.ndarray) or not value.size:
+        return set()
+    return {int(v) - 1 for v in value.ravel() if 1 <= int(v) <= c3d.n_channels}
+
+
+def discover_emg(c3d: C3DFile, include: str | None = None) -> EmgSelection:
+    """Find the EMG channels of a C3D file.
+
+    Rules, first match wins:
+
+    1. ``include`` (a case-insensitive regular expression searched in each label) selects exactly
+       the channels whose label matches, whatever their unit;
+    2. GHOSTLY layout: ``CHn Raw`` channels, each paired with its ``CHn activated`` hint;
+    3. labels containing the token ``EMG`` (Vicon/Delsys ``Biceps.EMG4``, ``Sensor 1.IM EMG1``,
+       Qualisys ``EMG 1``);
+    4. channels named after a muscle whose unit is a voltage (V, mV, uV), e.g. BTS's
+       ``Left Rectus femoris`` in mV.
+
+    Channels listed under ``FORCE_PLATFORM:CHANNEL`` are never EMG in rules 2-4.
+
+    Parameters
+    ----------
+    c3d : C3DFile
+        The opened file.
+    include : str, optional
+        Regular expression that overrides the automatic rules.
+
+    Returns
+    -------
+    EmgSelection
+
+    Raises
+    ------
+    NoEmgChannelsError
+        No channel qualifies (the message lists the labels seen).
+    """
+    labels = c3d.labels
+    if include:
+        try:
+            pattern = re.compile(include, re.IGNORECASE)
+        except re.error as exc:
+            raise NoEmgChannelsError(
+                f"the EMG include pattern {include!r} is not a valid regular expression ({exc})"
+            ) from None
+        chosen = tuple(i for i, label in enumerate(labels) if pattern.search(label))
+        if not chosen:
+            raise NoEmgChannelsError(
+                f"no analog channel label matches the include pattern {include!r} "
+                f"(labels: {_label_list(labels)})"
+            )
+        return EmgSelection(chosen, {}, "include_pattern")
+
+    plates = force_plate_channels(c3d)
+    candidates = [i for i in range(len(labels)) if i not in plates]
+
+    raw = {}
+    activated = {}
+    for i in candidates:
+        if m := _GHOSTLY_RAW.match(labels[i]):
+            raw.setdefault(int(m.group(1)), i)
+        elif m := _GHOSTLY_ACTIVATED.match(labels[i]):
+            activated.setdefault(int(m.group(1)), i)
+    if raw:
+        pairs = {i: activated[n] for n, i in raw.items() if n in activated}
+        return EmgSelection(tuple(sorted(raw.values())), pairs, "ghostly")
+
+    by_label = tuple(i for i in candidates if _EMG_LABEL.search(labels[i]))
+    if by_label:
+        return EmgSelection(by_label, {}, "emg_label")
+
+    by_muscle = tuple(
+        i
+        for i in candidates
+        if _MUSCLE.search(labels[i]) and c3d.units[i].strip().lower() in _VOLT_UNITS
+    )
+    if by_muscle:
+        return EmgSelection(by_muscle, {}, "muscle_name")
+
+    raise NoEmgChannelsError(
+        f"found no EMG channel among the file's {len(labels)} analog channels "
+        f"(labels: {_label_list(labels)}); EMG channels are recognised by 'CHn Raw', an 'EMG' "
+        "token or a muscle name in a volt unit, or pass an include pattern"
+    )
+
+
+def _label_list(labels: tuple[str, ...], limit: int = 12) -> str:
+    shown = ", ".join(repr(s) for s in labels[:limit])
+    return shown + (f", ... {len(labels) - limit} more" if len(labels) > limit else "")
+
+
+# --------------------------------------------------------------------------------------------
+# metadata
+
+_NAME_TIME = re.compile(r"(\d{4})(\d{2})(\d{2})[_-](\d{2})-(\d{2})-(\d{2})")
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    number = _first_number(value)
+    if number is None:
+        return None
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def game_metadata(c3d: C3DFile) -> GameMetadata:
+    """What the GHOSTLY game wrote in ``INFO`` and ``SUBJECTS`` (every field optional).
+
+    Values of the wrong type are dropped rather than trusted: metadata never fails an analysis.
+    """
+    level = _first_number(c3d.param("INFO", "GAME_LEVEL"))
+    if level is None and (text := _text(c3d.param("INFO", "GAME_LEVEL"))):
+        level = _to_float(text)
+    duration = _first_number(c3d.param("INFO", "DURATION"))
+    if duration is None and (text := _text(c3d.param("INFO", "DURATION"))):
+        duration = _to_float(text)
+    score = _first_number(c3d.param("SUBJECTS", "GAME_SCORE"))
+    if score is None and (text := _text(c3d.param("SUBJECTS", "GAME_SCORE"))):
+        score = _to_float(text)
+    return GameMetadata(
+        game_name=_text(c3d.param("INFO", "GAME_NAME")),
+        game_level=int(level) if level is not None and abs(level) < 2**31 else None,
+        game_duration=duration,
+        therapist_id=_text(c3d.param("INFO", "THERAPIST_ID")),
+        player_name=_text(c3d.param("SUBJECTS", "PLAYER_NAME")),
+        game_score=score,
+    )
+
+
+def _to_float(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
+
+
+def recorded_at(c3d: C3DFile, name: str | None = None) -> datetime | None:
+    """When the recording was made, from ``INFO:TIME``, ``TRIAL:DATE``/``TIME`` or the file name.
+
+    The game writes the tablet's wall-clock time without a zone; it is returned labelled UTC so
+    that it stores unchanged in a ``timestamptz`` column.
+    """
+    info_time = c3d.param("INFO", "TIME")
+    if (
+        isinstance(info_time, np.ndarray)
+        and info_time.size >= 5
+        and (when := _datetime(*info_time.ravel()[:6])) is not None
+    ):
+        return when
+    date, time = c3d.param("TRIAL", "DATE"), c3d.param("TRIAL", "TIME")
+    if isinstance(date, np.ndarray) and date.size >= 3:
+        parts = list(date.ravel()[:3])
+        if isinstance(time, np.ndarray):
+            parts += list(time.ravel()[:3])
+        if (when := _datetime(*parts)) is not None:
+            return when
+    if name and (m := _NAME_TIME.search(os.path.basename(name))):
+        return _datetime(*(int(g) for g in m.groups()))
+    return None
+
+
+def _datetime(*parts: Any) -> datetime | None:
+    try:
+        values = [int(p) for p in parts]
+        return datetime(*values, tzinfo=UTC)  # type: ignore[misc]
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+def check_rate(c3d: C3DFile, top_cutoff_hz: float) -> float:
+    """The analog rate, validated against the band-pass filter's top cut-off.
+
+    Raises
+    ------
+    SamplingRateError
+        The file gives no positive rate, or the rate is below twice ``top_cutoff_hz``.
+    """
+    rate = c3d.rate
+    if not np.isfinite(rate) or rate <= 0:
+        raise SamplingRateError(
+            "the C3D file gives no analog sampling rate (ANALOG:RATE), so times cannot be computed"
+        )
+    if rate < 2 * top_cutoff_hz:
+        raise SamplingRateError(
+            f"the analog rate {rate:g} Hz is below twice the band-pass top cut-off "
+            f"({top_cutoff_hz:g} Hz): surface EMG needs at least {2 * top_cutoff_hz:g} Hz here; "
+            "lower the top cut-off to analyse this file"
+        )
+    return float(rate)
+
+
+__all__ = [
+    "C3DFile",
+    "EmgSelection",
+    "check_rate",
+    "discover_emg",
+    "force_plate_channels",
+    "game_metadata",
+    "read_c3d",
+    "recorded_at",
+]
