@@ -1,0 +1,407 @@
+"""Run the analysis in warm worker processes, so a hostile file costs one job, never the daemon.
+
+ezc3d can segfault, hang or try to allocate gigabytes on a corrupt file, and numpy work would
+stall the event loop (heartbeats, health answers). Each job therefore runs in a separate, already
+warm worker process with a wall-clock timeout and an address-space limit.
+
+Public API
+----------
+``AnalysisPool(size, *, timeout_s, memory_mb, target=DEFAULT_TARGET, preload=DEFAULT_PRELOAD)``
+    ``async start()``: starts ``size`` workers and waits until each has imported ``target`` (and
+    the ``preload`` modules); raises ``PoolError`` if a worker cannot start.
+    ``async analyse(data: bytes, *, name: str, options: dict) -> dict``: runs
+    ``target(data, name, options)`` in an idle worker (waiting for one if all are busy) and
+    returns its dict (``SessionResult.to_dict()``). Raises:
+      ``AnalysisRejected(reason)``  permanent: the target raised an ``EmgError`` (``.code`` is the
+                                     error's code) or an unexpected exception (``.code`` =
+                                     ``internal_error``); the worker stays in service;
+      ``WorkerCrashed(reason)``      the worker died (reason names the signal, e.g. SIGSEGV) or hit
+                                     the memory limit (reason says so); it is replaced;
+      ``WorkerTimeout(reason)``      the job ran past ``timeout_s``; the worker is killed, replaced.
+    All three derive from ``AnalysisError``; ``.reason`` (== ``str``) is fit for ``sessions.error``.
+    ``stats() -> dict``: size, idle, starting, restarts, jobs (for readiness and metrics).
+    ``async close()``: stops every worker (idle ones exit on EOF; busy ones are killed).
+``analyze_to_dict(data, name, options) -> dict``: the default target, an adapter around
+``emg_core.analysis.analyze(...).to_dict()`` (emg_core exposes no dict-returning entry point).
+
+How: workers are fresh interpreters (``python -c``; the same guarantee as multiprocessing's
+'spawn' context, never a fork of this threaded asyncio process) driven through asyncio's
+non-blocking subprocess pipes: stdin carries length-prefixed jobs, the worker's original stdout
+carries pickled replies (its fd 1 is pointed at stderr so C libraries that print cannot corrupt
+the protocol). In the worker: SIGINT ignored (Ctrl-C drains the daemon, not the jobs), no core
+dumps, PR_SET_PDEATHSIG so it dies with the daemon, BLAS single-threaded, and
+``RLIMIT_AS = footprint after imports + memory_mb`` — ``memory_mb`` is what one analysis may
+allocate beyond the warm worker's own size. A MemoryError retires the worker (its heap is
+suspect). A dead or killed worker is replaced in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import pickle
+import signal
+import struct
+import sys
+import time
+from typing import Any
+
+import structlog
+
+__all__ = [
+    "DEFAULT_PRELOAD",
+    "DEFAULT_TARGET",
+    "AnalysisError",
+    "AnalysisPool",
+    "AnalysisRejected",
+    "PoolError",
+    "WorkerCrashed",
+    "WorkerTimeout",
+    "analyze_to_dict",
+]
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TARGET = "daemon.isolation:analyze_to_dict"
+DEFAULT_PRELOAD = ("numpy", "scipy.signal", "ezc3d", "emg_core.analysis")
+_HEAD = struct.Struct("!QQ")  # request: header length, data length
+_LEN = struct.Struct("!Q")  # reply: pickle length
+_MAX_REPLY = 512 << 20
+_START_TIMEOUT = 120.0
+
+
+class AnalysisError(Exception):
+    def __init__(self, reason: str, *, code: str = "analysis_error"):
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class AnalysisRejected(AnalysisError):
+    """The input cannot be analysed (permanent)."""
+
+
+class WorkerCrashed(AnalysisError):
+    """The worker died or ran out of memory while analysing."""
+
+
+class WorkerTimeout(AnalysisError):
+    """The analysis ran past its wall-clock limit; the worker was killed."""
+
+
+class PoolError(RuntimeError):
+    """The pool cannot start or is closed."""
+
+
+def analyze_to_dict(data: bytes, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    from emg_core.analysis import AnalysisOptions, analyze
+
+    opts = AnalysisOptions.from_dict(options) if options else None
+    return analyze(data, options=opts, name=name).to_dict()
+
+
+# ------------------------------------------------------------------------------- parent side
+
+_SIGNALS = {
+    signal.SIGSEGV: "segmentation fault (SIGSEGV)",
+    signal.SIGBUS: "bus error (SIGBUS)",
+    signal.SIGABRT: "aborted (SIGABRT)",
+    signal.SIGFPE: "floating-point exception (SIGFPE)",
+    signal.SIGILL: "illegal instruction (SIGILL)",
+    signal.SIGKILL: "killed (SIGKILL; the kernel's out-of-memory killer does this)",
+}
+
+
+def _death(returncode: int | None) -> str:
+    if returncode is None:
+        return "stopped answering"
+    if returncode < 0:
+        sig = -returncode
+        return _SIGNALS.get(sig, f"killed by signal {signal.Signals(sig).name}")
+    return f"exited with code {returncode}"
+
+
+class _Worker:
+    def __init__(self, proc: asyncio.subprocess.Process, info: dict[str, Any]):
+        self.proc = proc
+        self.pid = proc.pid
+        self.info = info
+
+    async def reply(self) -> tuple[str, Any]:
+        assert self.proc.stdout is not None
+        (n,) = _LEN.unpack(await self.proc.stdout.readexactly(_LEN.size))
+        if n > _MAX_REPLY:
+            raise ValueError(f"reply of {n} bytes")
+        return pickle.loads(await self.proc.stdout.readexactly(n))
+
+    async def kill(self) -> int | None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        return await self.proc.wait()
+
+
+class AnalysisPool:
+    def __init__(
+        self,
+        size: int,
+        *,
+        timeout_s: float,
+        memory_mb: int,
+        target: str = DEFAULT_TARGET,
+        preload: tuple[str, ...] = DEFAULT_PRELOAD,
+    ):
+        if size < 1:
+            raise ValueError("pool size must be at least 1")
+        self.size, self.timeout_s, self.memory_mb = size, timeout_s, memory_mb
+        self.target, self.preload = target, tuple(preload)
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._all: set[_Worker] = set()
+        self._starting: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.restarts = 0
+        self.jobs = 0
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        workers = await asyncio.gather(
+            *(self._spawn() for _ in range(self.size)), return_exceptions=True
+        )
+        failed = [w for w in workers if isinstance(w, BaseException)]
+        for w in workers:
+            if isinstance(w, _Worker):
+                self._idle.put_nowait(w)
+        if failed:
+            await self.close()
+            raise PoolError(f"analysis worker failed to start: {failed[0]}") from failed[0]
+        log.info("analysis_pool_started", size=self.size, target=self.target)
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._starting):
+            task.cancel()
+        for worker in list(self._all):
+            if worker.proc.stdin is not None:
+                worker.proc.stdin.close()  # an idle worker exits on EOF
+        deadline = time.monotonic() + 2.0
+        for worker in list(self._all):
+            try:
+                await asyncio.wait_for(worker.proc.wait(), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                await worker.kill()
+        self._all.clear()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "idle": self._idle.qsize(),
+            "starting": len(self._starting),
+            "restarts": self.restarts,
+            "jobs": self.jobs,
+        }
+
+    async def _spawn(self) -> _Worker:
+        code = "from daemon.isolation import _child_main; _child_main()"
+        env = dict(os.environ, EMGD_WORKER_TARGET=self.target)
+        env["EMGD_WORKER_MEMORY_MB"] = str(self.memory_mb)
+        env["EMGD_WORKER_PRELOAD"] = ",".join(self.preload)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [_root(), env.get("PYTHONPATH")] if p)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            code,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            limit=1 << 20,
+        )
+        worker = _Worker(proc, {})
+        self._all.add(worker)
+        try:
+            async with asyncio.timeout(_START_TIMEOUT):
+                kind, payload = await worker.reply()
+        except (asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+            rc = await worker.kill()
+            self._all.discard(worker)
+            raise PoolError(f"worker {_death(rc)} while starting") from exc
+        except BaseException:
+            await worker.kill()
+            self._all.discard(worker)
+            raise
+        if kind != "ready":
+            await worker.kill()
+            self._all.discard(worker)
+            raise PoolError(f"worker could not load {self.target}: {payload}")
+        worker.info = payload
+        return worker
+
+    def _replace(self, worker: _Worker) -> None:
+        self._all.discard(worker)
+        if self._closed:
+            return
+        self.restarts += 1
+        task = asyncio.create_task(self._refill())
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def _refill(self) -> None:
+        delay = 0.2
+        while not self._closed:
+            try:
+                worker = await self._spawn()
+            except PoolError as exc:
+                log.error("analysis_worker_start_failed", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if self._closed:
+                await worker.kill()
+                return
+            self._idle.put_nowait(worker)
+            return
+
+    # -- jobs
+
+    async def analyse(self, data: bytes, *, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        if self._closed:
+            raise PoolError("analysis pool is closed")
+        worker = await self._idle.get()
+        self.jobs += 1
+        keep = False
+        try:
+            result = await self._run(worker, data, name, options)
+            keep = True
+            return result
+        except AnalysisRejected:
+            keep = True  # the worker answered normally: it stays in service
+            raise
+        finally:
+            if keep and not self._closed:
+                self._idle.put_nowait(worker)
+            elif keep:
+                self._all.discard(worker)
+                await worker.kill()
+            else:
+                self._replace(worker)
+
+    async def _run(
+        self, worker: _Worker, data: bytes, name: str, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One job on one worker; raises AnalysisError subclasses."""
+        header = pickle.dumps((name, options), protocol=pickle.HIGHEST_PROTOCOL)
+        stdin = worker.proc.stdin
+        assert stdin is not None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                stdin.write(_HEAD.pack(len(header), len(data)))
+                stdin.write(header)
+                stdin.write(data)
+                await stdin.drain()
+                kind, payload = await worker.reply()
+        except TimeoutError:
+            await worker.kill()
+            raise WorkerTimeout(
+                f"analysis took longer than {self.timeout_s:g} s; worker killed",
+                code="worker_timeout",
+            ) from None
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            rc = await _wait_briefly(worker)
+            raise WorkerCrashed(f"analysis worker {_death(rc)}", code="worker_crashed") from None
+        except BaseException:
+            await worker.kill()  # cancelled mid-job: its state is unknown
+            raise
+        if kind == "ok":
+            return payload
+        if kind == "rejected":
+            code, reason = payload
+            raise AnalysisRejected(reason, code=code)
+        if kind == "oom":
+            await _wait_briefly(worker)
+            raise WorkerCrashed(
+                f"analysis exceeded the memory limit ({self.memory_mb} MB): {payload}",
+                code="worker_out_of_memory",
+            )
+        raise AnalysisRejected(str(payload), code="internal_error")
+
+
+async def _wait_briefly(worker: _Worker) -> int | None:
+    try:
+        return await asyncio.wait_for(worker.proc.wait(), 2.0)
+    except TimeoutError:
+        return await worker.kill()
+
+
+def _root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ------------------------------------------------------------------------------- worker side
+
+
+def _child_main() -> None:
+    """Entry point of a worker process (see module docstring for the protocol)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    inp = os.fdopen(os.dup(0), "rb", buffering=1 << 20)
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)  # C code that prints must not write into the reply stream
+    sys.stdout = sys.stderr
+
+    def send(kind: str, payload: Any) -> None:
+        body = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(_LEN.pack(len(body)) + body)
+
+    try:
+        for mod in filter(None, os.environ.get("EMGD_WORKER_PRELOAD", "").split(",")):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(mod)
+        module_name, _, func_name = os.environ["EMGD_WORKER_TARGET"].partition(":")
+        func = getattr(importlib.import_module(module_name), func_name)
+    except Exception as exc:
+        send("failed", f"{type(exc).__name__}: {exc}")
+        return
+    limit = _set_memory_limit(int(os.environ.get("EMGD_WORKER_MEMORY_MB", "2048")))
+    send("ready", {"pid": os.getpid(), "as_limit_mb": limit})
+
+    while True:
+        head = inp.read(_HEAD.size)
+        if len(head) < _HEAD.size:
+            return  # parent closed the pipe: shut down
+        hlen, dlen = _HEAD.unpack(head)
+        name, options = pickle.loads(inp.read(hlen))
+        data = inp.read(dlen)
+        try:
+            send("ok", func(data, name, options))
+        except MemoryError as exc:
+            del data
+            send("oom", str(exc) or "MemoryError")
+            return  # heap state is suspect after a failed huge allocation: retire
+        except Exception as exc:
+            if any(c.__name__ == "EmgError" for c in type(exc).__mro__):
+                send("rejected", (getattr(exc, "code", "emg_error"), str(exc)))
+            else:
+                send("error", f"unexpected {type(exc).__name__} in analysis: {exc}")
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _set_memory_limit(memory_mb: int) -> int:
+    import resource
+
+    with open("/proc/self/status") as fh:
+        size_kb = next(int(line.split()[1]) for line in fh if line.startswith("VmSize:"))
+    limit = (size_kb // 1024 + memory_mb) << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return limit >> 20

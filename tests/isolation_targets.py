@@ -1,0 +1,86 @@
+"""Test-only analysis targets for daemon.isolation: each misbehaves in one way a hostile file can.
+
+Every function has the target signature ``(data: bytes, name: str, options: dict) -> dict``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+
+
+class EmgError(Exception):
+    """Stands in for emg_core.errors.EmgError (matched by class name, like the real one)."""
+
+    code = "emg_error"
+
+
+class NotAC3DFile(EmgError):
+    code = "c3d_format"
+
+
+def works(data: bytes, name: str, options: dict) -> dict:
+    return {"name": name, "size": len(data), "pid": os.getpid(), "options": options}
+
+
+def echo(data: bytes, name: str, options: dict) -> dict:
+    return {"name": name, "data": data}
+
+
+def sleep(data: bytes, name: str, options: dict) -> dict:
+    time.sleep(float(options.get("seconds", 0.2)))
+    return {"name": name, "pid": os.getpid()}
+
+
+def segfault(data: bytes, name: str, options: dict) -> dict:
+    ctypes.string_at(0)  # reads address 0: SIGSEGV in C, like a parser on a corrupt file
+    return {}
+
+
+def kill_self(data: bytes, name: str, options: dict) -> dict:
+    os.kill(os.getpid(), getattr(signal, options.get("signal", "SIGSEGV")))
+    time.sleep(5)
+    return {}
+
+
+def hang(data: bytes, name: str, options: dict) -> dict:
+    while True:  # a busy loop, not a sleep: like a parser stuck on a cyclic structure
+        pass
+
+
+def allocate_10gb(data: bytes, name: str, options: dict) -> dict:
+    block = bytearray(10 * 1024**3)
+    return {"len": len(block)}
+
+
+def allocate_numpy_10gb(data: bytes, name: str, options: dict) -> dict:
+    import numpy as np
+
+    return {"sum": float(np.ones(10 * 1024**3 // 8).sum())}
+
+
+def reject(data: bytes, name: str, options: dict) -> dict:
+    raise NotAC3DFile(f"{name} is not a C3D file (first byte {data[:1]!r})")
+
+
+def bug(data: bytes, name: str, options: dict) -> dict:
+    return {"x": [1, 2][int(options.get("i", 5))]}
+
+
+def prints(data: bytes, name: str, options: dict) -> dict:
+    print("chatty library output on stdout")
+    os.write(1, b"raw C-level write to fd 1\n")
+    sys.stdout.flush()
+    return {"ok": True}
+
+
+def exit_now(data: bytes, name: str, options: dict) -> dict:
+    os._exit(3)
+
+
+def dispatch(data: bytes, name: str, options: dict) -> dict:
+    """One pool, many behaviours: ``options["do"]`` names the function above to run."""
+    return globals()[options.get("do", "works")](data, name, options)

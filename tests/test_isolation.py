@@ -1,0 +1,269 @@
+"""The analysis pool: real worker processes that segfault, hang, eat memory or raise.
+
+The daemon must survive each of them, keep serving the next job and keep its event loop free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.isolation import (
+    AnalysisError,
+    AnalysisPool,
+    AnalysisRejected,
+    PoolError,
+    WorkerCrashed,
+    WorkerTimeout,
+)
+
+T = "tests.isolation_targets"
+
+
+def pool(size: int = 1, *, timeout_s: float = 2.0, memory_mb: int = 256, target: str = "dispatch"):
+    return AnalysisPool(
+        size, timeout_s=timeout_s, memory_mb=memory_mb, target=f"{T}:{target}", preload=()
+    )
+
+
+@pytest.fixture
+async def one():
+    p = pool(1)
+    await p.start()
+    yield p
+    await p.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+
+
+async def test_a_job_runs_in_another_process(one):
+    result = await one.analyse(b"abc", name="p/a.c3d", options={"do": "works", "k": 1})
+    assert result["name"] == "p/a.c3d" and result["size"] == 3
+    assert result["options"] == {"do": "works", "k": 1}
+    assert result["pid"] != os.getpid()
+
+
+async def test_large_payload_round_trips_intact(one):
+    data = os.urandom(1 << 20) * 24  # 24 MB, far above any pipe buffer
+    result = await one.analyse(data, name="big", options={"do": "echo"})
+    assert result["data"] == data
+
+
+async def test_pool_survives_every_kind_of_failure_and_keeps_serving(one):
+    async def ok_pid() -> int:
+        return (await one.analyse(b"x", name="ok", options={"do": "works"}))["pid"]
+
+    pid = await ok_pid()
+    cases = [
+        ("segfault", WorkerCrashed, "SIGSEGV", True),
+        ("hang", WorkerTimeout, "longer than 2 s", True),
+        ("allocate_10gb", WorkerCrashed, "memory limit (256 MB)", True),
+        ("reject", AnalysisRejected, "is not a C3D file", False),
+        ("bug", AnalysisRejected, "unexpected IndexError", False),
+        ("exit_now", WorkerCrashed, "exited with code 3", True),
+    ]
+    for do, exc_type, text, replaced in cases:
+        with pytest.raises(exc_type) as info:
+            await one.analyse(b"\x00junk", name="bad.c3d", options={"do": do})
+        assert text in str(info.value), do
+        assert info.value.reason == str(info.value)
+        new_pid = await ok_pid()
+        assert (new_pid != pid) == replaced, do
+        assert not replaced or not alive(pid), f"{do}: old worker still alive"
+        pid = new_pid
+    assert one.stats()["restarts"] == 4
+
+
+async def test_rejection_carries_the_error_code(one):
+    with pytest.raises(AnalysisRejected) as info:
+        await one.analyse(b"Z", name="x.c3d", options={"do": "reject"})
+    assert info.value.code == "c3d_format"
+    assert str(info.value) == "x.c3d is not a C3D file (first byte b'Z')"
+    assert isinstance(info.value, AnalysisError)
+
+
+@pytest.mark.parametrize(
+    ("sig", "text"), [("SIGKILL", "SIGKILL"), ("SIGABRT", "SIGABRT"), ("SIGBUS", "SIGBUS")]
+)
+async def test_death_by_signal_is_named(one, sig, text):
+    with pytest.raises(WorkerCrashed, match=text):
+        await one.analyse(b"x", name="x", options={"do": "kill_self", "signal": sig})
+    assert (await one.analyse(b"x", name="x", options={"do": "works"}))["size"] == 1
+
+
+async def test_numpy_allocation_beyond_the_limit_costs_one_job():
+    pytest.importorskip("numpy")
+    p = AnalysisPool(1, timeout_s=10, memory_mb=512, target=f"{T}:dispatch", preload=("numpy",))
+    await p.start()
+    try:
+        with pytest.raises(WorkerCrashed, match="memory limit"):
+            await p.analyse(b"x", name="x", options={"do": "allocate_numpy_10gb"})
+        assert (await p.analyse(b"x", name="x", options={"do": "works"}))["size"] == 1
+    finally:
+        await p.close()
+
+
+async def test_event_loop_stays_responsive_during_a_hang():
+    p = pool(1, timeout_s=1.0)
+    await p.start()
+    gaps: list[float] = []
+
+    async def tick():
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    try:
+        started = time.monotonic()
+        with pytest.raises(WorkerTimeout):
+            await p.analyse(b"x", name="x", options={"do": "hang"})
+        assert 0.9 < time.monotonic() - started < 2.0
+    finally:
+        ticker.cancel()
+        await p.close()
+    assert len(gaps) > 50
+    assert max(gaps) < 0.1, f"event loop stalled for {max(gaps) * 1000:.0f} ms"
+
+
+async def test_jobs_run_concurrently_up_to_the_pool_size():
+    p = pool(2)
+    await p.start()
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(
+                p.analyse(b"x", name=str(i), options={"do": "sleep", "seconds": 0.4})
+                for i in range(4)
+            )
+        )
+        elapsed = time.monotonic() - started
+        assert [r["name"] for r in results] == ["0", "1", "2", "3"]
+        assert len({r["pid"] for r in results}) == 2
+        assert 0.75 < elapsed < 1.5, elapsed  # two rounds of two, not four in a row
+    finally:
+        await p.close()
+
+
+async def test_a_crash_does_not_disturb_a_neighbour_job():
+    p = pool(2)
+    await p.start()
+    try:
+        slow = asyncio.create_task(
+            p.analyse(b"x", name="slow", options={"do": "sleep", "seconds": 0.5})
+        )
+        await asyncio.sleep(0.05)
+        with pytest.raises(WorkerCrashed):
+            await p.analyse(b"x", name="bad", options={"do": "segfault"})
+        assert (await slow)["name"] == "slow"
+    finally:
+        await p.close()
+
+
+async def test_cancelling_a_job_kills_its_worker_and_the_pool_recovers(one):
+    pid = (await one.analyse(b"x", name="x", options={"do": "works"}))["pid"]
+    task = asyncio.create_task(one.analyse(b"x", name="x", options={"do": "hang"}))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not alive(pid)
+    assert (await one.analyse(b"x", name="x", options={"do": "works"}))["pid"] != pid
+
+
+async def test_library_output_on_stdout_does_not_corrupt_replies(one):
+    assert await one.analyse(b"x", name="x", options={"do": "prints"}) == {"ok": True}
+    assert (await one.analyse(b"x", name="x", options={"do": "works"}))["size"] == 1
+
+
+async def test_a_target_that_cannot_load_fails_start_clearly():
+    p = AnalysisPool(1, timeout_s=1, memory_mb=256, target="tests.no_such_module:f", preload=())
+    with pytest.raises(PoolError, match=r"could not load tests\.no_such_module:f.*ModuleNotFound"):
+        await p.start()
+    with pytest.raises(PoolError, match="closed"):
+        await p.analyse(b"x", name="x", options={})
+
+
+async def test_close_stops_every_worker():
+    p = pool(2)
+    await p.start()
+    pids = [w.pid for w in p._all]
+    busy = asyncio.create_task(p.analyse(b"x", name="x", options={"do": "hang"}))
+    await asyncio.sleep(0.1)
+    await p.close()
+    with pytest.raises(AnalysisError):
+        await busy
+    await asyncio.sleep(0.05)
+    assert not any(alive(pid) for pid in pids)
+
+
+PARENT = """
+import asyncio, sys
+from daemon.isolation import AnalysisPool
+async def main():
+    p = AnalysisPool(2, timeout_s=60, memory_mb=256, target="tests.isolation_targets:dispatch",
+                     preload=())
+    await p.start()
+    print("PIDS", *(w.pid for w in p._all), flush=True)
+    await p.analyse(b"x", name="x", options={"do": "hang"})
+asyncio.run(main())
+"""
+
+
+def test_workers_die_with_a_killed_daemon():
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    try:
+        line = next(line for line in parent.stdout if line.startswith("PIDS"))
+        pids = [int(p) for p in line.split()[1:]]
+        assert len(pids) == 2
+        time.sleep(0.2)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(p) for p in pids), "worker outlived the daemon"
+    finally:
+        parent.kill()
+
+
+async def test_default_target_analyses_a_real_c3d_file():
+    pytest.importorskip("emg_core.analysis", reason="emg_core.analysis not written yet")
+    path = Path("/work/shared/c3d/Vicon.c3d")
+    if not path.exists():
+        pytest.skip("shared C3D samples absent")
+    p = AnalysisPool(1, timeout_s=60, memory_mb=2048)
+    await p.start()
+    try:
+        try:
+            result = await p.analyse(path.read_bytes(), name="p/Vicon.c3d", options={})
+        except AnalysisRejected as exc:  # a non-GHOSTLY file may be rejected, readably
+            assert exc.code != "internal_error", exc
+        else:
+            assert isinstance(result, dict) and result
+        with pytest.raises(AnalysisRejected):
+            await p.analyse(b"not a c3d file", name="p/junk.c3d", options={})
+    finally:
+        await p.close()
