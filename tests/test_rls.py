@@ -1,0 +1,373 @@
+"""Row level security, as the API roles see it: every public table and the C3D bucket, for each
+kind of user and each operation.
+
+The world: patient P (active therapist T, inactive therapist I), patient Q (therapist U), admin A.
+Every operation targets P's data and is rolled back, so one database serves the whole matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.dbutil import (
+    BUCKET,
+    as_user,
+    assign,
+    connect,
+    contraction_row,
+    insert_row,
+    make_bucket,
+    make_session,
+    make_user,
+    parameter_row,
+    rolled_back,
+    run_sync,
+)
+
+
+@dataclass(frozen=True)
+class World:
+    url: str
+    ids: dict[str, Any]
+
+
+ACTORS = [
+    "patient",
+    "other_patient",
+    "therapist_assigned",
+    "therapist_unassigned",
+    "therapist_inactive",
+    "admin",
+    "anon",
+    "service_role",
+]
+ACTOR_USER = {
+    "patient": "P",
+    "other_patient": "Q",
+    "therapist_assigned": "T",
+    "therapist_unassigned": "U",
+    "therapist_inactive": "I",
+    "admin": "A",
+}
+
+
+@pytest.fixture(scope="module")
+def world(database_factory) -> World:
+    url = database_factory()
+
+    async def seed() -> dict[str, Any]:
+        conn = await connect(url)
+        try:
+            ids: dict[str, Any] = {}
+            ids["P"] = await make_user(conn, "patient")
+            ids["Q"] = await make_user(conn, "patient")
+            ids["T"] = await make_user(conn, "therapist")
+            ids["U"] = await make_user(conn, "therapist")
+            ids["I"] = await make_user(conn, "therapist")
+            ids["A"] = await make_user(conn, "admin")
+            await assign(conn, ids["T"], ids["P"])
+            await assign(conn, ids["I"], ids["P"], active=False)
+            await assign(conn, ids["U"], ids["Q"])
+            ids["SP"] = await make_session(conn, ids["P"], "p.c3d")
+            ids["SQ"] = await make_session(conn, ids["Q"], "q.c3d")
+            ids["PARAM"] = await insert_row(
+                conn, "public.session_parameters", parameter_row(ids["SP"])
+            )
+            ids["CONTR"] = await insert_row(conn, "public.contractions", contraction_row(ids["SP"]))
+            # an auth user without a profile yet, for profile inserts
+            ids["X"] = uuid.uuid4()
+            await conn.execute(
+                "insert into auth.users (id, email) values ($1, 'x@x.test')", ids["X"]
+            )
+            await conn.execute("delete from public.users where id = $1", ids["X"])
+            await make_bucket(conn, "avatars")
+            return ids
+        finally:
+            await conn.close()
+
+    return World(url, run_sync(seed))
+
+
+async def attempt(world: World, actor: str, op) -> bool:
+    """Run ``op(conn, ids)`` as ``actor`` and roll back; True when it was allowed."""
+    ids = world.ids
+    role = {"anon": "anon", "service_role": "service_role"}.get(actor, "authenticated")
+    user = ids[ACTOR_USER[actor]] if actor in ACTOR_USER else None
+    conn = await connect(world.url)
+    try:
+        async with rolled_back(conn), as_user(conn, user, role):
+            return bool(await op(conn, ids))
+    except asyncpg.InsufficientPrivilegeError:
+        return False
+    finally:
+        await conn.close()
+
+
+def affected(status: str) -> int:
+    return int(status.split()[-1])
+
+
+# --- the operations, each aimed at patient P's data ------------------------------------------
+
+TARGET = {
+    "users": ("id = $1", "P"),
+    "therapist_patients": ("therapist_id = $1 and patient_id = $2", ("T", "P")),
+    "sessions": ("id = $1", "SP"),
+    "session_parameters": ("id = $1", "PARAM"),
+    "contractions": ("id = $1", "CONTR"),
+}
+
+
+def target_args(table: str, ids: dict[str, Any]) -> list[Any]:
+    keys = TARGET[table][1]
+    return [ids[k] for k in keys] if isinstance(keys, tuple) else [ids[keys]]
+
+
+def op_select(table: str):
+    async def op(conn, ids):
+        where = TARGET[table][0]
+        return await conn.fetchval(
+            f"select count(*) from public.{table} where {where}", *target_args(table, ids)
+        )
+
+    return op
+
+
+def op_update(table: str):
+    assignment = {
+        "users": "display_name = 'changed'",
+        "therapist_patients": "active = false",
+        "sessions": "game_name = 'changed'",
+        "session_parameters": "rms = 0.5",
+        "contractions": "peak_amplitude = 0.9",
+    }[table]
+
+    async def op(conn, ids):
+        where = TARGET[table][0]
+        status = await conn.execute(
+            f"update public.{table} set {assignment} where {where}", *target_args(table, ids)
+        )
+        return affected(status) == 1
+
+    return op
+
+
+def op_delete(table: str):
+    async def op(conn, ids):
+        where = TARGET[table][0]
+        status = await conn.execute(
+            f"delete from public.{table} where {where}", *target_args(table, ids)
+        )
+        return affected(status) == 1
+
+    return op
+
+
+def op_insert(table: str):
+    async def op(conn, ids):
+        if table == "users":
+            await conn.execute(
+                "insert into public.users (id, role) values ($1, 'patient')", ids["X"]
+            )
+        elif table == "therapist_patients":
+            await assign(conn, ids["U"], ids["P"])
+        elif table == "sessions":
+            await conn.execute(
+                "insert into public.sessions (bucket_id, object_name, patient_id)"
+                " values ($1, $2, $3)",
+                BUCKET,
+                f"{ids['P']}/forged.c3d",
+                ids["P"],
+            )
+        elif table == "session_parameters":
+            await insert_row(conn, "public.session_parameters", parameter_row(ids["SP"], "NEW"))
+        else:
+            await insert_row(conn, "public.contractions", contraction_row(ids["SP"], "CH1", 99))
+        return True
+
+    return op
+
+
+OPS = {"select": op_select, "insert": op_insert, "update": op_update, "delete": op_delete}
+
+READERS = {"patient", "therapist_assigned", "admin", "service_role"}
+ADMINS = {"admin", "service_role"}
+SERVICE = {"service_role"}
+ALLOWED = {
+    ("users", "select"): READERS,
+    ("users", "insert"): ADMINS,
+    ("users", "update"): ADMINS,
+    ("users", "delete"): ADMINS,
+    ("therapist_patients", "select"): READERS,
+    ("therapist_patients", "insert"): ADMINS,
+    ("therapist_patients", "update"): ADMINS,
+    ("therapist_patients", "delete"): ADMINS,
+    # sessions come from the storage trigger, results from the daemon (service_role)
+    ("sessions", "select"): READERS,
+    ("sessions", "insert"): SERVICE,
+    ("sessions", "update"): SERVICE,
+    ("sessions", "delete"): ADMINS,
+    ("session_parameters", "select"): READERS,
+    ("session_parameters", "insert"): SERVICE,
+    ("session_parameters", "update"): SERVICE,
+    ("session_parameters", "delete"): SERVICE,
+    ("contractions", "select"): READERS,
+    ("contractions", "insert"): SERVICE,
+    ("contractions", "update"): SERVICE,
+    ("contractions", "delete"): SERVICE,
+}
+CASES = [(table, op, actor) for (table, op) in ALLOWED for actor in ACTORS]
+
+
+@pytest.mark.parametrize(("table", "op", "actor"), CASES)
+async def test_table_matrix(world, table, op, actor):
+    allowed = await attempt(world, actor, OPS[op](table))
+    assert allowed == (actor in ALLOWED[(table, op)]), (
+        f"{actor} {op} on {table}: expected {'allowed' if not allowed else 'denied'}"
+    )
+
+
+@pytest.mark.parametrize("actor", ACTORS)
+async def test_patients_see_only_their_own_sessions(world, actor):
+    async def visible(conn, ids):
+        rows = await conn.fetch("select id from public.sessions")
+        return {r["id"] for r in rows}
+
+    ids = world.ids
+    conn = await connect(world.url)
+    try:
+        role = {"anon": "anon", "service_role": "service_role"}.get(actor, "authenticated")
+        user = ids[ACTOR_USER[actor]] if actor in ACTOR_USER else None
+        try:
+            async with rolled_back(conn), as_user(conn, user, role):
+                seen = await visible(conn, ids)
+        except asyncpg.InsufficientPrivilegeError:
+            seen = set()
+    finally:
+        await conn.close()
+    expected = {
+        "patient": {ids["SP"]},
+        "other_patient": {ids["SQ"]},
+        "therapist_assigned": {ids["SP"]},
+        "therapist_unassigned": {ids["SQ"]},
+        "therapist_inactive": set(),
+        "admin": {ids["SP"], ids["SQ"]},
+        "anon": set(),
+        "service_role": {ids["SP"], ids["SQ"]},
+    }[actor]
+    assert seen == expected
+
+
+async def test_a_demoted_therapist_loses_access(world):
+    async def demote_and_look(conn, ids):
+        await conn.execute("reset role")
+        await conn.execute("update public.users set role = 'patient' where id = $1", ids["T"])
+        await conn.execute("set local role authenticated")
+        return await conn.fetchval("select count(*) from public.sessions")
+
+    assert await attempt(world, "therapist_assigned", demote_and_look) is False
+
+
+async def test_the_queue_is_invisible_to_api_users(world):
+    for actor in ["patient", "admin", "anon"]:
+
+        async def peek(conn, ids):
+            await conn.fetchval("select count(*) from emgd.jobs")
+            return True
+
+        assert await attempt(world, actor, peek) is False
+
+    async def requeue(conn, ids):
+        return await conn.fetchval("select emgd.requeue_failed()") is not None
+
+    assert await attempt(world, "admin", requeue) is False
+    assert await attempt(world, "service_role", requeue) is True
+
+
+# --- storage -----------------------------------------------------------------------------------
+
+OBJECT_SQL = (
+    "insert into storage.objects (bucket_id, name, owner_id, metadata, version)"
+    " values ($1, $2, auth.uid()::text, $3::jsonb, gen_random_uuid()::text)"
+)
+
+
+def folder_of(where: str, ids: dict[str, Any]) -> str:
+    return {"own": str(ids["P"]), "bad": "not-a-uuid", "none": ""}[where]
+
+
+def upload(bucket: str, folder: str):
+    async def op(conn, ids):
+        prefix = folder_of(folder, ids)
+        name = f"{prefix}/new.c3d" if prefix else "new.c3d"
+        await conn.execute(OBJECT_SQL, bucket, name, json.dumps({"size": 3}))
+        return True
+
+    return op
+
+
+async def read_p_object(conn, ids):
+    return await conn.fetchval(
+        "select count(*) from storage.objects where bucket_id = $1 and name = $2",
+        BUCKET,
+        f"{ids['P']}/p.c3d",
+    )
+
+
+async def overwrite_p_object(conn, ids):
+    status = await conn.execute(
+        "update storage.objects set version = gen_random_uuid()::text"
+        " where bucket_id = $1 and name = $2",
+        BUCKET,
+        f"{ids['P']}/p.c3d",
+    )
+    return affected(status) == 1
+
+
+async def delete_p_object(conn, ids):
+    status = await conn.execute(
+        "delete from storage.objects where bucket_id = $1 and name = $2",
+        BUCKET,
+        f"{ids['P']}/p.c3d",
+    )
+    return affected(status) == 1
+
+
+P_FOLDER = {"patient", "therapist_assigned", "admin", "service_role"}
+STORAGE_ALLOWED = {
+    "upload_to_patient_folder": (upload(BUCKET, "own"), P_FOLDER),
+    "upload_to_non_uuid_folder": (upload(BUCKET, "bad"), ADMINS),
+    "upload_to_bucket_root": (upload(BUCKET, "none"), ADMINS),
+    "upload_to_other_bucket": (upload("avatars", "own"), SERVICE),
+    "read_patient_object": (read_p_object, P_FOLDER),
+    "overwrite_patient_object": (overwrite_p_object, P_FOLDER),
+    "delete_patient_object": (delete_p_object, ADMINS),
+}
+
+
+@pytest.mark.parametrize(("case", "actor"), [(c, a) for c in STORAGE_ALLOWED for a in ACTORS])
+async def test_storage_matrix(world, case, actor):
+    op, allowed_for = STORAGE_ALLOWED[case]
+    allowed = await attempt(world, actor, op)
+    assert allowed == (actor in allowed_for)
+
+
+async def test_policy_count_is_at_least_eighteen(world):
+    conn = await connect(world.url)
+    try:
+        public = await conn.fetchval("select count(*) from pg_policies where schemaname = 'public'")
+        tables = await conn.fetch(
+            "select c.relname, c.relrowsecurity from pg_class c"
+            " join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = 'public' and c.relkind = 'r'"
+        )
+    finally:
+        await conn.close()
+    assert public >= 18
+    assert tables and all(t["relrowsecurity"] for t in tables), tables
