@@ -265,5 +265,19 @@ async def test_default_target_analyses_a_real_c3d_file():
             assert isinstance(result, dict) and result
         with pytest.raises(AnalysisRejected):
             await p.analyse(b"not a c3d file", name="p/junk.c3d", options={})
+        # damaged copies: each is analysed or rejected readably, none takes the worker down
+        data = path.read_bytes()
+        restarts = p.stats()["restarts"]
+        damaged = [b"", data[:512], data[: len(data) // 2], data[:-1000]]
+        for offset in (2, 3, 512 + 2, 1024 + 7):
+            flipped = bytearray(data)
+            flipped[offset] ^= 0xFF
+            damaged.append(bytes(flipped))
+        for blob in damaged:
+            try:
+                await p.analyse(blob, name="p/damaged.c3d", options={})
+            except AnalysisRejected as exc:
+                assert exc.code != "internal_error", exc
+        assert p.stats()["restarts"] == restarts
     finally:
         await p.close()

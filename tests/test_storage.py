@@ -250,3 +250,34 @@ async def test_supabase_names_with_percent_and_unicode_mean_themselves(server):
         assert await store.download(BUCKET, name) == b"odd"
     finally:
         await store.aclose()
+
+
+async def test_server_runs_as_a_separate_process_for_e2e_daemons():
+    import sys
+    from pathlib import Path
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.storage_server",
+        "--port",
+        "0",
+        "--key",
+        KEY,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parents[1],
+    )
+    try:
+        url = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+        assert url.startswith("http://127.0.0.1:")
+        store = SupabaseStorage(url, KEY, timeout=5)
+        try:
+            await store.upload(BUCKET, "p/x.c3d", b"over the wire")
+            assert await store.download(BUCKET, "p/x.c3d") == b"over the wire"
+            with pytest.raises(ObjectNotFound):
+                await store.download(BUCKET, "p/y.c3d")
+        finally:
+            await store.aclose()
+    finally:
+        proc.terminate()
+        await proc.wait()
