@@ -130,8 +130,13 @@ def _split_long(
             out_s.append(s)
             out_e.append(e)
             continue
-        # cut where the smoothed envelope is lowest, keeping both parts at least min_len long
-        lo, hi = s + max(min_len, 1), e - max(min_len, 1)
+        # cut at the deepest dip of the smoothed envelope, but not on the ramps: the cut must
+        # leave the first part within max_len and neither part shorter than a quarter
+        length = e - s
+        quarter = max(min(length // 4, max_len // 2), min_len)
+        lo, hi = max(e - max_len, s + quarter), min(s + max_len, e - quarter)
+        if hi <= lo:  # longer than twice the maximum: peel off a first part, split the rest later
+            lo, hi = s + max_len // 2, s + max_len
         cut = lo + int(np.argmin(smooth[lo:hi])) if hi > lo else (s + e) // 2
         todo.extend([(s, cut), (cut, e)])
     order = np.argsort(out_s)

@@ -1,0 +1,49 @@
+"""Shared helpers of the emg_core tests (matching detections to generator ground truth)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+VENDOR_DIR = Path("/work/shared/c3d")
+
+
+def vendor_file(name: str) -> Path:
+    path = VENDOR_DIR / name
+    if not path.exists():
+        pytest.skip(f"vendor sample {path} is absent (the shared C3D folder is not mounted)")
+    return path
+
+
+@dataclass
+class Match:
+    missed: int
+    false: int
+    onset_errors_ms: list[float]
+    offset_errors_ms: list[float]
+
+
+def match(contractions, bursts) -> Match:
+    """Pair each true burst with the detections overlapping it.
+
+    A burst overlapped by no detection is missed; a detection overlapping no burst, or a second
+    detection on the same burst, is a false contraction.
+    """
+    starts = np.array([c.start_ms for c in contractions]) / 1000
+    ends = np.array([c.end_ms for c in contractions]) / 1000
+    used: set[int] = set()
+    out = Match(0, 0, [], [])
+    for b in bursts:
+        hits = np.flatnonzero((starts < b.end_s) & (ends > b.start_s)) if starts.size else []
+        if len(hits) == 0:
+            out.missed += 1
+            continue
+        out.false += len(hits) - 1
+        used.update(int(h) for h in hits)
+        out.onset_errors_ms.append(1000 * (starts[hits[0]] - b.start_s))
+        out.offset_errors_ms.append(1000 * (ends[hits[-1]] - b.end_s))
+    out.false += len(contractions) - len(used)
+    return out
