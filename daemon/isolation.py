@@ -20,7 +20,9 @@ Public API
       ``WorkerTimeout(reason)``      the job ran past ``timeout_s``; the worker is killed, replaced.
     All three derive from ``AnalysisError``; ``.reason`` (== ``str``) is fit for ``sessions.error``.
     ``stats() -> dict``: size, idle, starting, restarts, jobs (for readiness and metrics).
-    ``async close()``: stops every worker (idle ones exit on EOF; busy ones are killed).
+    ``async close()``: stops every worker (idle ones exit on EOF; busy ones are killed, their
+    callers get ``WorkerCrashed``); calls waiting for a worker, or made later, get ``PoolError``.
+    Drain jobs before closing.
 ``analyze_to_dict(data, name, options) -> dict``: the default target, an adapter around
 ``emg_core.analysis.analyze(...).to_dict()`` (emg_core exposes no dict-returning entry point).
 
@@ -161,6 +163,7 @@ class AnalysisPool:
         self._all: set[_Worker] = set()
         self._starting: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._closing = asyncio.Event()
         self.restarts = 0
         self.jobs = 0
 
@@ -181,6 +184,7 @@ class AnalysisPool:
 
     async def close(self) -> None:
         self._closed = True
+        self._closing.set()  # wakes analyse() calls still waiting for an idle worker
         for task in list(self._starting):
             task.cancel()
         for worker in list(self._all):
@@ -267,9 +271,7 @@ class AnalysisPool:
     # -- jobs
 
     async def analyse(self, data: bytes, *, name: str, options: dict[str, Any]) -> dict[str, Any]:
-        if self._closed:
-            raise PoolError("analysis pool is closed")
-        worker = await self._idle.get()
+        worker = await self._acquire()
         self.jobs += 1
         keep = False
         try:
@@ -287,6 +289,26 @@ class AnalysisPool:
                 await worker.kill()
             else:
                 self._replace(worker)
+
+    async def _acquire(self) -> _Worker:
+        if self._closed:
+            raise PoolError("analysis pool is closed")
+        if not self._idle.empty():
+            return self._idle.get_nowait()
+        getter = asyncio.ensure_future(self._idle.get())
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({getter, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not getter.done():
+                getter.cancel()
+        if self._closed:
+            if getter.done() and not getter.cancelled():
+                self._all.discard(getter.result())
+                await getter.result().kill()
+            raise PoolError("analysis pool is closed")
+        return getter.result()
 
     async def _run(
         self, worker: _Worker, data: bytes, name: str, options: dict[str, Any]

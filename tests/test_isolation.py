@@ -281,3 +281,16 @@ async def test_default_target_analyses_a_real_c3d_file():
         assert p.stats()["restarts"] == restarts
     finally:
         await p.close()
+
+
+async def test_close_releases_jobs_waiting_for_a_worker():
+    p = pool(1)
+    await p.start()
+    busy = asyncio.create_task(p.analyse(b"x", name="x", options={"do": "hang"}))
+    waiting = asyncio.create_task(p.analyse(b"x", name="y", options={"do": "works"}))
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(p.close(), 5)
+    with pytest.raises(PoolError, match="closed"):
+        await asyncio.wait_for(waiting, 2)
+    with pytest.raises(AnalysisError):
+        await busy
