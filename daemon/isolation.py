@@ -6,9 +6,13 @@ warm worker process with a wall-clock timeout and an address-space limit.
 
 Public API
 ----------
-``AnalysisPool(size, *, timeout_s, memory_mb, target=DEFAULT_TARGET, preload=DEFAULT_PRELOAD)``
+``AnalysisPool(size, *, timeout_s, memory_mb, target=DEFAULT_TARGET, preload=DEFAULT_PRELOAD,
+warmup=None)``
     ``async start()``: starts ``size`` workers and waits until each has imported ``target`` (and
-    the ``preload`` modules); raises ``PoolError`` if a worker cannot start.
+    the ``preload`` modules) and run ``warmup`` ('module:function', no arguments, errors
+    ignored; default: one small synthetic analysis when ``target`` is the default, so the first
+    real job does not pay for lazy imports and caches); raises ``PoolError`` if a worker cannot
+    start.
     ``async analyse(data: bytes, *, name: str, options: dict) -> dict``: runs
     ``target(data, name, options)`` in an idle worker (waiting for one if all are busy) and
     returns its dict (``SessionResult.to_dict()``). Raises:
@@ -63,12 +67,14 @@ __all__ = [
     "WorkerCrashed",
     "WorkerTimeout",
     "analyze_to_dict",
+    "warm_up",
 ]
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_TARGET = "daemon.isolation:analyze_to_dict"
 DEFAULT_PRELOAD = ("numpy", "scipy.signal", "ezc3d", "emg_core.analysis")
+DEFAULT_WARMUP = "daemon.isolation:warm_up"
 _HEAD = struct.Struct("!QQ")  # request: header length, data length
 _LEN = struct.Struct("!Q")  # reply: pickle length
 _MAX_REPLY = 512 << 20
@@ -103,6 +109,15 @@ def analyze_to_dict(data: bytes, name: str, options: dict[str, Any]) -> dict[str
 
     opts = AnalysisOptions.from_dict(options) if options else None
     return analyze(data, options=opts, name=name).to_dict()
+
+
+def warm_up() -> None:
+    """One session-length analysis in a fresh worker: lazy imports, caches and malloc's
+    thresholds settle, so the first real job runs as fast as the hundredth."""
+    from emg_core.synthetic import ghostly_recording
+
+    data, _ = ghostly_recording(duration_s=180.0)
+    analyze_to_dict(data, "warm-up.c3d", {})
 
 
 # ------------------------------------------------------------------------------- parent side
@@ -154,11 +169,15 @@ class AnalysisPool:
         memory_mb: int,
         target: str = DEFAULT_TARGET,
         preload: tuple[str, ...] = DEFAULT_PRELOAD,
+        warmup: str | None = None,
     ):
         if size < 1:
             raise ValueError("pool size must be at least 1")
         self.size, self.timeout_s, self.memory_mb = size, timeout_s, memory_mb
         self.target, self.preload = target, tuple(preload)
+        if warmup is None:
+            warmup = DEFAULT_WARMUP if target == DEFAULT_TARGET else ""
+        self.warmup = warmup
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: set[_Worker] = set()
         self._starting: set[asyncio.Task[None]] = set()
@@ -212,6 +231,7 @@ class AnalysisPool:
         env = dict(os.environ, EMGD_WORKER_TARGET=self.target)
         env["EMGD_WORKER_MEMORY_MB"] = str(self.memory_mb)
         env["EMGD_WORKER_PRELOAD"] = ",".join(self.preload)
+        env["EMGD_WORKER_WARMUP"] = self.warmup
         env["PYTHONPATH"] = os.pathsep.join(p for p in [_root(), env.get("PYTHONPATH")] if p)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -401,6 +421,13 @@ def _child_main() -> None:
     except Exception as exc:
         send("failed", f"{type(exc).__name__}: {exc}")
         return
+    warmup = os.environ.get("EMGD_WORKER_WARMUP")
+    if warmup:
+        try:
+            module_name, _, fn = warmup.partition(":")
+            getattr(importlib.import_module(module_name), fn)()
+        except Exception as exc:  # a cold first job is slower, not wrong
+            print(f"emgd worker: warm-up {warmup} failed: {exc!r}", file=sys.stderr)
     limit = _set_memory_limit(int(os.environ.get("EMGD_WORKER_MEMORY_MB", "2048")))
     send("ready", {"pid": os.getpid(), "as_limit_mb": limit})
 

@@ -22,8 +22,26 @@ class NotAC3DFile(EmgError):
     code = "c3d_format"
 
 
+WARMED = False
+
+
+def warm() -> None:
+    global WARMED
+    WARMED = True
+
+
+def warm_badly() -> None:
+    raise RuntimeError("warm-up broke")
+
+
 def works(data: bytes, name: str, options: dict) -> dict:
-    return {"name": name, "size": len(data), "pid": os.getpid(), "options": options}
+    return {
+        "name": name,
+        "size": len(data),
+        "pid": os.getpid(),
+        "options": options,
+        "warmed": WARMED,
+    }
 
 
 def echo(data: bytes, name: str, options: dict) -> dict:

@@ -294,3 +294,13 @@ async def test_close_releases_jobs_waiting_for_a_worker():
         await asyncio.wait_for(waiting, 2)
     with pytest.raises(AnalysisError):
         await busy
+
+
+@pytest.mark.parametrize(("warmup", "warmed"), [(f"{T}:warm", True), (f"{T}:warm_badly", False)])
+async def test_warm_up_runs_before_the_first_job_and_may_fail_harmlessly(warmup, warmed):
+    p = AnalysisPool(1, timeout_s=2, memory_mb=256, target=f"{T}:works", preload=(), warmup=warmup)
+    await p.start()
+    try:
+        assert (await p.analyse(b"x", name="x", options={}))["warmed"] is warmed
+    finally:
+        await p.close()
