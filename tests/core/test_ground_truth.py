@@ -57,7 +57,8 @@ def test_contractions_longer_than_the_maximum_are_split_in_two():
 
 
 def test_given_mvc_classifies_intensity_and_duration_against_truth():
-    amplitudes = (0.4, 1.0)
+    # 0.65 MVC is the hard case: its 50 ms RMS peaks cross 75 %, its sustained level does not
+    amplitudes = (0.4, 0.65, 1.0)
     content, truth = ghostly_recording(
         seed=21,
         duration_s=90,

@@ -111,5 +111,9 @@ def test_session_results_satisfy_the_database_contract(seed, rate, duration, snr
             assert abs(c.duration_ms - (c.end_ms - c.start_ms)) < 1e-6
             assert c.peak_amplitude >= c.mean_amplitude >= 0
             assert c.is_good == (c.meets_mvc and c.meets_duration)
-            assert c.meets_mvc == (c.peak_amplitude >= ch.mvc_threshold)
+            # judged on a sustained window, which never exceeds the peak nor falls below the mean
+            if c.meets_mvc:
+                assert c.peak_amplitude >= ch.mvc_threshold
+            if c.mean_amplitude >= ch.mvc_threshold:
+                assert c.meets_mvc
             previous_end = c.end_ms
