@@ -134,6 +134,19 @@ async def test_supabase_missing_object_is_permanent_and_not_retried(server):
         await store.aclose()
 
 
+async def test_supabase_plain_http_404_is_also_not_found(server):
+    server.fail_next(1, status=404)  # newer Storage versions answer 404 directly
+    server.fail_next(1, status=404, body="Not Found")  # a proxy in front of it
+    store = SupabaseStorage(server.url, KEY, timeout=5, retries=3)
+    try:
+        for _ in range(2):
+            with pytest.raises(ObjectNotFound):
+                await store.download(BUCKET, "p1/a b.c3d")
+        assert len(server.requests) == 2
+    finally:
+        await store.aclose()
+
+
 async def test_supabase_503_is_retried_then_succeeds(server):
     server.fail_next(2)
     store = SupabaseStorage(server.url, KEY, timeout=5, retries=3)
