@@ -119,7 +119,9 @@ def template_name(server_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def template_url(server_url: str, template_name: str) -> str:
-    """Read-only view of the migrated template; copy it (``database_factory``) to write."""
+    """The migrated template, to read only and briefly: while anyone stays connected to it,
+    ``CREATE DATABASE ... TEMPLATE`` fails for every other test. Copy it to write
+    (``database_factory``)."""
     return dbutil.with_database(server_url, template_name)
 
 

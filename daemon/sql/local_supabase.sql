@@ -174,6 +174,17 @@ begin
         create index name_prefix_search on storage.objects (name text_pattern_ops);
         alter table storage.objects enable row level security;
         grant all on storage.objects to anon, authenticated, service_role;
+        -- storage migration 0010: every UPDATE of an object refreshes updated_at
+        create or replace function storage.update_updated_at_column() returns trigger
+            language plpgsql
+        as $f$
+        begin
+            new.updated_at = now();
+            return new;
+        end;
+        $f$;
+        create trigger update_objects_updated_at before update on storage.objects
+            for each row execute function storage.update_updated_at_column();
     end if;
 end
 $$;
