@@ -143,6 +143,32 @@ def _split_long(
     return np.asarray(out_s, dtype=np.int64)[order], np.asarray(out_e, dtype=np.int64)[order]
 
 
+def _refine(
+    envelope: np.ndarray, starts: np.ndarray, ends: np.ndarray, level: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move each onset back, and each offset forward, to where the envelope is at ``level``.
+
+    The search for each edge only scans the rest stretch up to the neighbouring run (runs are
+    disjoint), so the work and the memory are proportional to the rest, not to full-length
+    index arrays.
+    """
+    n = envelope.size
+    new_starts = starts.copy()
+    new_ends = ends.copy()
+    prev_end = np.concatenate(([0], ends[:-1]))
+    next_start = np.concatenate((starts[1:], [n]))
+    for k in range(starts.size):
+        s, e = int(starts[k]), int(ends[k])
+        lo = int(prev_end[k])
+        below = np.flatnonzero(envelope[lo:s] <= level)
+        # the last rest-level sample before the run; the previous run's end when none is
+        new_starts[k] = lo + int(below[-1]) if below.size else lo
+        hi = int(next_start[k])
+        below = np.flatnonzero(envelope[e:hi] <= level)
+        new_ends[k] = e + int(below[0]) if below.size else hi
+    return new_starts, np.maximum(new_ends, new_starts + 1)
+
+
 def detect_contractions(
     envelope: np.ndarray,
     rate: float,
@@ -198,15 +224,7 @@ def detect_contractions(
     if starts.size == 0:
         return Detection(empty, empty, base, on, off, refine)
 
-    # refinement: last sample at or below the refine level before each onset, first after each
-    # offset (running max/min of indices where the envelope is down at baseline)
-    idx = np.arange(n)
-    below = envelope <= refine
-    last_below = np.maximum.accumulate(np.where(below, idx, -1))
-    next_below = np.minimum.accumulate(np.where(below, idx, n)[::-1])[::-1]
-    starts = np.maximum(last_below[starts], 0)
-    ends = np.minimum(next_below[np.minimum(ends, n - 1)], n)
-    ends = np.maximum(ends, starts + 1)
+    starts, ends = _refine(envelope, starts, ends, refine)
 
     starts, ends = _merge(starts, ends, round(merge_gap_s * rate))
     max_len = max(1, round(max_duration_s * rate))

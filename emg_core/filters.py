@@ -127,17 +127,17 @@ def moving_mean(x: np.ndarray, rate: float, window_s: float) -> np.ndarray:
     half = w // 2
     csum = np.zeros((*x.shape[:-1], n + 1), dtype=np.float64)
     np.cumsum(x, axis=-1, out=csum[..., 1:])
-    idx = np.arange(n)
-    hi = np.minimum(idx + half + 1, n)
-    lo = np.maximum(idx - half, 0)
     if n > 2 * half:
-        # interior by slicing (no index arrays), edges by the index arrays
+        # interior by slicing; only the 2 x half edge samples need index arrays
         out = np.empty(x.shape, dtype=np.float64)
         np.subtract(csum[..., w:], csum[..., : n + 1 - w], out=out[..., half : n - half])
         out[..., half : n - half] /= w
-        for sl in (slice(0, half), slice(n - half, n)):
-            out[..., sl] = (csum[..., hi[sl]] - csum[..., lo[sl]]) / (hi[sl] - lo[sl])
+        for idx in (np.arange(0, half), np.arange(n - half, n)):
+            hi, lo = np.minimum(idx + half + 1, n), np.maximum(idx - half, 0)
+            out[..., idx] = (csum[..., hi] - csum[..., lo]) / (hi - lo)
         return out
+    idx = np.arange(n)
+    hi, lo = np.minimum(idx + half + 1, n), np.maximum(idx - half, 0)
     return (csum[..., hi] - csum[..., lo]) / (hi - lo)
 
 
