@@ -1,0 +1,52 @@
+"""``emgd requeue``: the operator's requeue, a thin wrapper over the emgd.requeue* SQL functions.
+
+The same work can be done in plain SQL (``select emgd.requeue_failed('1 day')``); either way the
+jobs' trigger NOTIFYs and a running daemon starts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import uuid
+
+from daemon.dbconnect import add_database_arguments, fail
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_database_arguments(parser)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--session", type=uuid.UUID, help="requeue one session by id")
+    what.add_argument("--failed", action="store_true", help="requeue failed and quarantined jobs")
+    what.add_argument("--all", action="store_true", help="reprocess every finished session")
+    parser.add_argument(
+        "--since", default=None, help="with --failed: only those that ended within this interval"
+    )
+
+
+async def requeue(dsn: str, args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from daemon import queries
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        if args.session:
+            return await conn.fetchval(queries.REQUEUE_ONE, args.session)
+        if args.failed:
+            return await conn.fetchval(queries.REQUEUE_FAILED, args.since)
+        return await conn.fetchval(queries.REPROCESS_ALL)
+    finally:
+        await conn.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    from daemon.runtime import resolve_dsn
+
+    try:
+        with resolve_dsn(args) as dsn:
+            n = asyncio.run(requeue(dsn, args))
+    except (OSError, ConnectionError) as exc:
+        return fail(f"cannot reach the database: {exc}")
+    print(f"requeued {n} job(s)")
+    return 0

@@ -1,0 +1,39 @@
+"""``emgd run``: the daemon. ``--embedded`` runs it on the embedded PostgreSQL for local uploads."""
+
+from __future__ import annotations
+
+import argparse
+
+from daemon.dbconnect import add_database_arguments, fail
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_database_arguments(parser)
+    parser.add_argument("--concurrency", type=int, default=None, help="jobs at once")
+    parser.add_argument("--health-port", type=int, default=None, help="0 = no health server")
+    parser.add_argument(
+        "--poll-only", action="store_true", default=None, help="do not LISTEN; poll only"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from daemon.runtime import embedded_database, serve
+    from daemon.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(
+            database_url=args.database_url,
+            embedded=args.embedded,
+            concurrency=args.concurrency,
+            health_port=args.health_port,
+            listen=False if args.poll_only else None,
+        )
+    except SettingsError as exc:
+        return fail(str(exc))
+    if settings.embedded:
+        with embedded_database(settings) as dsn:
+            print(f"emgd: embedded database at {dsn}", flush=True)
+            return asyncio.run(serve(settings, dsn))
+    return asyncio.run(serve(settings, settings.database_url))

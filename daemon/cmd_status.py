@@ -1,0 +1,68 @@
+"""``emgd status``: queue depth by state, the oldest pending job, recent failures with reasons."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+from daemon.dbconnect import add_database_arguments, fail
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_database_arguments(parser)
+    parser.add_argument("--failures", type=int, default=10, help="how many recent failures to list")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+async def collect(dsn: str, failures: int = 10) -> dict:
+    import asyncpg
+
+    from daemon import queries
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        depth = await conn.fetch(queries.QUEUE_DEPTH)
+        failed = await conn.fetch(queries.RECENT_FAILURES, failures)
+    finally:
+        await conn.close()
+    pending = next(r for r in depth if r["state"] == "pending")
+    return {
+        "queue": {r["state"]: r["jobs"] for r in depth},
+        "oldest_pending": pending["oldest"].isoformat() if pending["oldest"] else None,
+        "failures": [
+            {
+                "session_id": str(r["session_id"]),
+                "object": f"{r['bucket_id']}/{r['object_name']}",
+                "state": r["state"],
+                "attempts": r["attempts"],
+                "reason": r["last_error"],
+                "finished_at": r["finished_at"].isoformat() if r["finished_at"] else None,
+            }
+            for r in failed
+        ],
+    }
+
+
+def render(status: dict) -> str:
+    lines = ["queue:"]
+    lines += [f"  {state:<12} {n:>8}" for state, n in status["queue"].items()]
+    lines.append(f"oldest pending: {status['oldest_pending'] or '-'}")
+    if status["failures"]:
+        lines.append("recent failures:")
+        for f in status["failures"]:
+            lines.append(f"  {f['session_id']}  {f['state']:<11} {f['object']}")
+            lines.append(f"      {f['reason']}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    from daemon.runtime import resolve_dsn
+
+    try:
+        with resolve_dsn(args) as dsn:
+            status = asyncio.run(collect(dsn, args.failures))
+    except (OSError, ConnectionError) as exc:
+        return fail(f"cannot reach the database: {exc}")
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0

@@ -1,0 +1,265 @@
+"""One claimed job, from download to the lease-checked commit, and how each failure is classified.
+
+The failure model in one place:
+
+================================  ==========================================================
+what went wrong                   what happens to the job
+================================  ==========================================================
+object outside a patient folder   failed at once (permanent)
+object gone, hostile name         failed at once (permanent)
+empty file, bad C3D, no EMG       failed at once with emg_core's sentence (permanent)
+worker crashed / timed out        retried once; the second time quarantined
+storage 5xx, timeouts, DB blips   back to pending with exponential backoff + jitter, until
+                                  max_attempts, then failed
+results rejected by a trigger     failed with the trigger's message (nothing was written)
+lease lost                        nothing written; the new owner finishes it
+daemon shutting down              released back to pending, attempt not counted
+================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+import structlog
+
+from daemon import queries
+from daemon.isolation import AnalysisRejected, WorkerCrashed, WorkerTimeout
+from daemon.storage import StorageBackend, StorageError, StorageUnavailable
+
+log = structlog.get_logger(__name__)
+
+# A crash or timeout may be bad luck (OOM killer, a noisy neighbour) once; twice is the file.
+QUARANTINE_AFTER_CRASHES = 2
+BACKOFF_INITIAL_S = 2.0
+BACKOFF_MAX_S = 300.0
+
+# Errors that say "the database connection is in trouble", not "the data is wrong".
+TRANSIENT_DB_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+
+
+class Analyser(Protocol):
+    async def analyse(self, data: bytes, *, name: str, options: dict[str, Any]) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    job_id: int
+    session_id: str
+    lease_token: str
+    attempts: int
+    max_attempts: int
+    crashes: int
+    bucket_id: str
+    object_name: str
+    object_version: str | None
+    patient_id: str | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> ClaimedJob:
+        return cls(
+            job_id=row["job_id"],
+            session_id=str(row["session_id"]),
+            lease_token=str(row["lease_token"]),
+            attempts=row["attempts"],
+            max_attempts=row["max_attempts"],
+            crashes=row["crashes"],
+            bucket_id=row["bucket_id"],
+            object_name=row["object_name"],
+            object_version=row["object_version"],
+            patient_id=None if row["patient_id"] is None else str(row["patient_id"]),
+        )
+
+
+class Permanent(Exception):
+    """The file itself is the problem: retrying cannot help."""
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with full jitter for the attempt that just failed (1-based)."""
+    ceiling = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** max(attempt - 1, 0))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class JobRunner:
+    """Runs claimed jobs; stateless between jobs apart from its collaborators."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        storage: StorageBackend,
+        analyser: Analyser,
+        *,
+        metrics: Any,
+        analysis_version: str,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._storage = storage
+        self._analyser = analyser
+        self._metrics = metrics
+        self._version = analysis_version
+        self._options = dict(options or {})
+
+    async def run(self, job: ClaimedJob) -> str:
+        """Process one job to an outcome; never raises except CancelledError (after releasing)."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        outcome, reason = "failed", None
+        with structlog.contextvars.bound_contextvars(
+            job_id=job.job_id, session_id=job.session_id, object_name=job.object_name
+        ):
+            try:
+                outcome = await self._process(job, timings)
+            except asyncio.CancelledError:
+                # Shutdown past the grace period: hand the job back untouched.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._call(queries.RELEASE_JOB, job.job_id, job.lease_token))
+                log.info("job_released", attempt=job.attempts)
+                self._metrics.jobs_finished_total.labels(outcome="released").inc()
+                raise
+            except (Permanent, AnalysisRejected, StorageError) as exc:
+                reason = str(exc)
+                if isinstance(exc, StorageUnavailable):
+                    outcome = await self._retry_or_fail(job, f"storage unavailable: {exc}")
+                else:
+                    outcome = await self._finish(job, "failed", reason)
+            except (WorkerCrashed, WorkerTimeout) as exc:
+                reason = str(exc)
+                if job.crashes + 1 >= QUARANTINE_AFTER_CRASHES:
+                    reason = f"{exc} (twice: quarantined; requeue after fixing the file)"
+                    outcome = await self._finish(job, "quarantined", reason, crashed=True)
+                else:
+                    outcome = await self._retry_or_fail(job, str(exc), crashed=True)
+            except asyncpg.PostgresError as exc:
+                if isinstance(exc, TRANSIENT_DB_ERRORS):
+                    reason = f"database error: {exc}"
+                    outcome = await self._retry_or_fail(job, reason)
+                else:
+                    # A validation trigger refused the results: the data is wrong, not the database.
+                    reason = f"results rejected by the database: {exc}"
+                    outcome = await self._finish(job, "failed", reason)
+            except TRANSIENT_DB_ERRORS as exc:
+                reason = f"database unavailable: {exc!r}"
+                outcome = await self._retry_or_fail(job, reason)
+            except Exception as exc:  # a bug must cost one job, not the daemon
+                reason = f"internal error: {type(exc).__name__}: {exc}"
+                log.exception("job_internal_error")
+                outcome = await self._finish(job, "failed", reason)
+            total = time.perf_counter() - started
+            self._metrics.jobs_finished_total.labels(outcome=outcome).inc()
+            log.info(
+                "job_finished",
+                outcome=outcome,
+                attempt=job.attempts,
+                reason=reason,
+                duration_ms=round(total * 1000, 2),
+                **{f"{k}_ms": round(v * 1000, 2) for k, v in timings.items()},
+            )
+        return outcome
+
+    async def _process(self, job: ClaimedJob, timings: dict[str, float]) -> str:
+        if job.patient_id is None:
+            raise Permanent(
+                f"'{job.object_name}' is not under a known patient's folder"
+                " (expected <patient user id>/<file>.c3d)"
+            )
+        if not await self._stage(job, "downloading", 0.1):
+            return "lease_lost"
+        t = time.perf_counter()
+        data = await self._storage.download(job.bucket_id, job.object_name)
+        timings["download"] = self._observe("download", t)
+        if not data:
+            raise Permanent("the file is empty (0 bytes)")
+        sha256 = hashlib.sha256(data).hexdigest()
+
+        if await self._call(
+            queries.REUSE_RESULTS,
+            job.job_id,
+            job.lease_token,
+            sha256,
+            len(data),
+            self._version,
+            json.dumps(self._options),
+        ):
+            return "reused"
+
+        if not await self._stage(job, "analysing", 0.4):
+            return "lease_lost"
+        t = time.perf_counter()
+        result = await self._analyser.analyse(data, name=job.object_name, options=self._options)
+        timings["analyse"] = self._observe("analyse", t)
+        # The options that produced the result travel with it so identical reruns can be skipped.
+        result.setdefault("processing", {})["options"] = self._options
+
+        if not await self._stage(job, "saving", 0.9):
+            return "lease_lost"
+        t = time.perf_counter()
+        committed = await self._call(
+            queries.COMPLETE_JOB,
+            job.job_id,
+            job.lease_token,
+            json.dumps(result, allow_nan=False),
+            sha256,
+            len(data),
+        )
+        timings["save"] = self._observe("save", t)
+        return "succeeded" if committed else "lease_lost"
+
+    def _observe(self, stage: str, since: float) -> float:
+        elapsed = time.perf_counter() - since
+        self._metrics.job_stage_seconds.labels(stage=stage).observe(elapsed)
+        return elapsed
+
+    async def _call(self, sql: str, *args: Any) -> Any:
+        return await self._pool.fetchval(sql, *args)
+
+    async def _stage(self, job: ClaimedJob, stage: str, progress: float) -> bool:
+        return bool(await self._call(queries.SET_STAGE, job.job_id, job.lease_token, stage, progress))
+
+    async def _retry_or_fail(self, job: ClaimedJob, reason: str, *, crashed: bool = False) -> str:
+        if job.attempts >= job.max_attempts:
+            return await self._finish(
+                job, "failed", f"{reason} (gave up after {job.attempts} attempts)", crashed=crashed
+            )
+        return await self._finish(
+            job, "pending", reason, retry_in=backoff_seconds(job.attempts), crashed=crashed
+        )
+
+    async def _finish(
+        self,
+        job: ClaimedJob,
+        state: str,
+        reason: str,
+        *,
+        retry_in: float = 0.0,
+        crashed: bool = False,
+    ) -> str:
+        try:
+            ok = await self._call(
+                queries.FINISH_JOB, job.job_id, job.lease_token, state, reason, retry_in, crashed
+            )
+        except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as exc:
+            # The lease will expire and another pass will pick the job up: nothing is lost.
+            log.warning("job_finish_failed", error=repr(exc))
+            return "abandoned"
+        if not ok:
+            return "lease_lost"
+        return "retry" if state == "pending" else state

@@ -1,0 +1,149 @@
+"""The LISTEN connection: a wake-up hint for the claim loop, never the guarantee.
+
+One dedicated asyncpg connection (never from the pool: a pooled connection goes back and forgets its
+LISTEN). It reconnects with backoff when the server goes away and calls ``on_connect`` after every
+(re)connect so the daemon can run its catch-up: anything committed while nobody listened is found there.
+
+A connection that accepts ``LISTEN`` is not proof that notifications arrive: Supabase's transaction
+pooler (port 6543) accepts the statement and then never delivers. So after every connect, and every
+``probe_interval`` seconds, the listener sends itself a probe through the pool; if it does not come back
+within ``probe_timeout`` the listener reports ``poll`` mode (readiness says so) and keeps retrying. The
+claim loop polls every ``poll_interval`` whatever the mode, so a missed NOTIFY costs latency, not work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from daemon import queries
+
+log = structlog.get_logger(__name__)
+
+# Connection-level trouble worth a reconnect; anything else is a bug and should stop the daemon.
+RECONNECTABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class ListenerBroken(Exception):
+    """The listen connection is gone or does not deliver notifications."""
+
+
+class Listener:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        on_notify: Callable[[dict[str, Any]], None],
+        on_connect: Callable[[], Awaitable[None]],
+        send_probe: Callable[[str, str], Awaitable[None]],
+        enabled: bool = True,
+        probe_interval: float = 30.0,
+        probe_timeout: float = 3.0,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self._dsn = dsn
+        self._on_notify = on_notify
+        self._on_connect = on_connect
+        self._send_probe = send_probe
+        self._enabled = enabled
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
+        self._on_reconnect = on_reconnect
+        self._probes: dict[str, asyncio.Future[None]] = {}
+        self.mode = "connecting" if enabled else "poll"
+        self.reason = "" if enabled else "LISTEN disabled by settings (EMGD_LISTEN=false)"
+        self._connects = 0
+
+    @property
+    def healthy(self) -> bool:
+        """Listening and verified, or deliberately polling: either way no work is lost."""
+        return self.mode in ("listening", "poll")
+
+    async def run(self) -> None:
+        """Listen forever; only cancellation ends it."""
+        if not self._enabled:
+            await self._on_connect()
+            await asyncio.Event().wait()
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((*RECONNECTABLE, ListenerBroken)),
+            wait=wait_exponential_jitter(initial=0.2, max=10.0),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._session()
+
+    async def _session(self) -> None:
+        conn: asyncpg.Connection | None = None
+        lost = asyncio.get_running_loop().create_future()
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=10)
+            conn.add_termination_listener(lambda _c: lost.done() or lost.set_result(None))
+            await conn.add_listener(queries.LISTEN_CHANNEL, self._notified)
+            await conn.add_listener(queries.PROBE_CHANNEL, self._probed)
+            self._connects += 1
+            if self._connects > 1 and self._on_reconnect is not None:
+                self._on_reconnect()
+            if not await self._probe():
+                self._poll_mode("LISTEN accepted but notifications do not arrive (pooler?)")
+                raise ListenerBroken(self.reason)
+            self.mode, self.reason = "listening", ""
+            log.info("listener_connected", channel=queries.LISTEN_CHANNEL)
+            # Catch-up after the probe: whatever was committed before this point is found by it,
+            # whatever comes after is notified to a verified connection.
+            await self._on_connect()
+            while True:
+                done, _ = await asyncio.wait({lost}, timeout=self._probe_interval)
+                if done:
+                    raise ListenerBroken("listen connection closed")
+                if not await self._probe():
+                    raise ListenerBroken("listen connection stopped delivering notifications")
+        except (*RECONNECTABLE, ListenerBroken) as exc:
+            self._poll_mode(str(exc) or type(exc).__name__)
+            log.warning("listener_lost", error=self.reason)
+            # Work must go on while the listener is away: the catch-up here is what finds objects
+            # uploaded while triggers were missing; the poll covers the rest.
+            with contextlib.suppress(*RECONNECTABLE):
+                await self._on_connect()
+            raise
+        finally:
+            if conn is not None and not conn.is_closed():
+                conn.terminate()
+
+    def _poll_mode(self, reason: str) -> None:
+        self.mode, self.reason = "poll", reason
+
+    async def _probe(self) -> bool:
+        token = uuid.uuid4().hex
+        fut = asyncio.get_running_loop().create_future()
+        self._probes[token] = fut
+        try:
+            await self._send_probe(queries.PROBE_CHANNEL, token)
+            await asyncio.wait_for(fut, self._probe_timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._probes.pop(token, None)
+
+    def _probed(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        fut = self._probes.get(payload)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            message = json.loads(payload) if payload else {}
+        except ValueError:
+            message = {}
+        message["received_at"] = time.perf_counter()
+        self._on_notify(message)

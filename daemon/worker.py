@@ -1,0 +1,301 @@
+"""The daemon's runtime: claim loop, concurrency slots, leases, drain, under structured concurrency.
+
+Side tasks (listener, lease keeper, loop ticker, health server) run in one ``asyncio.TaskGroup``
+with the claim loop: if any of them dies, the group cancels the rest, in-flight jobs are released,
+and ``run`` returns 1 after logging ``daemon_task_failed`` — the daemon stops rather than hanging
+half-alive. A stop request (SIGTERM/SIGINT) ends the claim loop, which waits up to
+``shutdown_grace`` for jobs in flight, releases the rest, and ``run`` returns 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+import asyncpg
+import structlog
+
+from daemon import queries
+from daemon.jobs import TRANSIENT_DB_ERRORS, Analyser, ClaimedJob, JobRunner
+from daemon.listener import Listener
+from daemon.settings import Settings
+from daemon.storage import StorageBackend
+
+log = structlog.get_logger(__name__)
+
+TICK_SECONDS = 0.5
+LIVENESS_STALE_SECONDS = 10.0
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dsn: str,
+        storage: StorageBackend,
+        analyser: Analyser,
+        metrics: Any,
+        analysis_version: str,
+        options: dict[str, Any] | None = None,
+        health: Any | None = None,
+    ) -> None:
+        self.settings = settings
+        self.owner = uuid.uuid4()  # per process start, never the host name: restarts are new owners
+        self._dsn = dsn
+        self._storage = storage
+        self._analyser = analyser
+        self._metrics = metrics
+        self._version = analysis_version
+        self._options = options
+        self._health = health
+        self._pool: asyncpg.Pool | None = None
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._in_flight: dict[int, tuple[asyncio.Task[str], ClaimedJob]] = {}
+        self._notified: OrderedDict[int, float] = OrderedDict()
+        self._last_tick = time.monotonic()
+        self._last_db_ok = 0.0
+        self.draining = False
+        self.listener: Listener | None = None
+
+    # -- control ------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop claiming and drain (safe to call from a signal handler, any number of times)."""
+        if not self._stop.is_set():
+            log.info("daemon_stopping", in_flight=len(self._in_flight))
+        self.draining = True
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- health -------------------------------------------------------------------------------
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        age = time.monotonic() - self._last_tick
+        return age < LIVENESS_STALE_SECONDS, {"loop_tick_age_s": round(age, 3)}
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        reasons: dict[str, Any] = {}
+        db_age = time.monotonic() - self._last_db_ok
+        if db_age > max(3 * self.settings.poll_interval, 5.0):
+            reasons["database"] = f"no successful query for {db_age:.1f}s"
+        listener = self.listener
+        mode = listener.mode if listener else "starting"
+        if listener is None or not listener.healthy:
+            reasons["listener"] = f"{mode}: {listener.reason if listener else 'starting'}"
+        if self.draining:
+            reasons["draining"] = "shutting down"
+        details = {
+            "listener_mode": mode,
+            "listener_reason": listener.reason if listener else "",
+            "in_flight": len(self._in_flight),
+            "owner": str(self.owner),
+        }
+        if reasons:
+            details["not_ready"] = reasons
+        return not reasons, details
+
+    # -- main ---------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        s = self.settings
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=1, max_size=s.concurrency + 3, command_timeout=60
+        )
+        runner = JobRunner(
+            self._pool,
+            self._storage,
+            self._analyser,
+            metrics=self._metrics,
+            analysis_version=self._version,
+            options=self._options,
+        )
+        self.listener = Listener(
+            self._dsn,
+            on_notify=self._on_notify,
+            on_connect=self._catch_up,
+            send_probe=self._send_probe,
+            enabled=s.listen,
+            on_reconnect=self._metrics.listener_reconnects_total.inc,
+        )
+        log.info(
+            "daemon_started",
+            owner=str(self.owner),
+            concurrency=s.concurrency,
+            listen=s.listen,
+            poll_interval=s.poll_interval,
+            analysis_version=self._version,
+        )
+        code = 0
+        try:
+            async with asyncio.TaskGroup() as tg:
+                side = [
+                    tg.create_task(self._guard("listener", self.listener.run())),
+                    tg.create_task(self._guard("lease_keeper", self._lease_loop())),
+                    tg.create_task(self._guard("ticker", self._tick_loop())),
+                ]
+                if self._health is not None:
+                    side.append(tg.create_task(self._guard("health", self._serve_health())))
+                await self._claim_loop(runner)
+                for task in side:
+                    task.cancel()
+        except* Exception as group:
+            code = 1
+            for exc in group.exceptions:
+                log.error("daemon_task_failed", error=repr(exc))
+            await self._release_all()
+        finally:
+            await self._pool.close()
+        log.info("daemon_stopped", exit_code=code)
+        return code
+
+    async def _guard(self, name: str, coro: Any) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("side_task_died", task=name, error=repr(exc))
+            raise
+        if not self._stop.is_set():
+            raise RuntimeError(f"side task {name} ended unexpectedly")
+
+    async def _serve_health(self) -> None:
+        port = await self._health.start()
+        log.info("health_listening", port=port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self._health.stop()
+
+    # -- claiming -----------------------------------------------------------------------------
+
+    async def _claim_loop(self, runner: JobRunner) -> None:
+        s = self.settings
+        failures = 0
+        while not self._stop.is_set():
+            self._wake.clear()
+            free = s.concurrency - len(self._in_flight)
+            claimed = 0
+            if free > 0:
+                try:
+                    rows = await self._pool.fetch(
+                        queries.CLAIM_JOBS, self.owner, free, s.lease_seconds
+                    )
+                    self._db_ok()
+                    failures = 0
+                except TRANSIENT_DB_ERRORS as exc:
+                    failures += 1
+                    log.warning("claim_failed", error=repr(exc), consecutive=failures)
+                    await self._sleep(min(s.poll_interval, 0.2 * 2**failures))
+                    continue
+                claimed = len(rows)
+                now = time.perf_counter()
+                for row in rows:
+                    self._start(runner, ClaimedJob.from_row(row), now)
+            if free > 0 and claimed == free:
+                continue  # the queue may hold more: claim again before sleeping
+            await self._sleep(s.poll_interval)
+        await self._drain()
+
+    def _start(self, runner: JobRunner, job: ClaimedJob, claimed_at: float) -> None:
+        self._metrics.jobs_claimed_total.inc()
+        notified = self._notified.pop(job.job_id, None)
+        if notified is not None:
+            self._metrics.notify_to_claim_seconds.observe(max(claimed_at - notified, 0.0))
+        task = asyncio.create_task(runner.run(job), name=f"job-{job.job_id}")
+        self._in_flight[job.job_id] = (task, job)
+        self._metrics.jobs_in_progress.set(len(self._in_flight))
+        task.add_done_callback(lambda _t, jid=job.job_id: self._job_done(jid))
+
+    def _job_done(self, job_id: int) -> None:
+        self._in_flight.pop(job_id, None)
+        self._metrics.jobs_in_progress.set(len(self._in_flight))
+        self._wake.set()  # a slot is free
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def _on_notify(self, message: dict[str, Any]) -> None:
+        self._metrics.notifications_total.inc()
+        job_id = message.get("job_id")
+        if isinstance(job_id, int):
+            self._notified[job_id] = message["received_at"]
+            while len(self._notified) > 10_000:  # jobs another daemon took never get popped
+                self._notified.popitem(last=False)
+        self._wake.set()
+
+    async def _catch_up(self) -> None:
+        created = await self._pool.fetchval(queries.CATCH_UP)
+        self._db_ok()
+        if created:
+            log.info("catch_up_found_objects", sessions_created=created)
+        self._wake.set()
+
+    async def _send_probe(self, channel: str, payload: str) -> None:
+        await self._pool.execute(queries.PROBE_NOTIFY, channel, payload)
+
+    def _db_ok(self) -> None:
+        self._last_db_ok = time.monotonic()
+
+    # -- leases -------------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        """Extend our leases, rescue dead daemons' jobs, refresh queue-depth metrics."""
+        s = self.settings
+        while True:
+            try:
+                if self._in_flight:
+                    held = {
+                        r["job_id"]
+                        for r in await self._pool.fetch(
+                            queries.HEARTBEAT, self.owner, list(self._in_flight), s.lease_seconds
+                        )
+                    }
+                    lost = set(self._in_flight) - held
+                    if lost:
+                        # Their commits will fail the lease check; nothing to do but say so.
+                        log.warning("leases_lost", job_ids=sorted(lost))
+                rescued = await self._pool.fetchval(queries.RESCUE_EXPIRED)
+                if rescued:
+                    log.warning("expired_leases_rescued", jobs=rescued)
+                    self._wake.set()
+                for row in await self._pool.fetch(queries.QUEUE_DEPTH):
+                    self._metrics.queue_depth.labels(state=row["state"]).set(row["jobs"])
+                self._db_ok()
+            except TRANSIENT_DB_ERRORS as exc:
+                log.warning("lease_keeper_db_error", error=repr(exc))
+            await asyncio.sleep(s.heartbeat_interval)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            self._last_tick = time.monotonic()
+            await asyncio.sleep(TICK_SECONDS)
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        tasks = [t for t, _ in self._in_flight.values()]
+        if tasks:
+            log.info("draining", in_flight=len(tasks), grace_s=self.settings.shutdown_grace)
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
+            for task in pending:
+                task.cancel()  # the runner releases its job on cancellation
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+
+    async def _release_all(self) -> None:
+        jobs = list(self._in_flight.values())
+        for task, _job in jobs:
+            task.cancel()
+        if jobs:
+            await asyncio.wait([t for t, _ in jobs], timeout=5)
