@@ -102,7 +102,8 @@ def render(rows, truths) -> str:
         expected = _truth_count(truth, r["channel"]) if truth is not None else None
         file = r["object_name"].rsplit("/", 1)[-1]
         if r["status"] != "completed":
-            lines.append(f"{r['patient'] or '-':<12} {file:<38} {r['status']:<9} {r['error'] or ''}")
+            who = r["patient"] or "-"
+            lines.append(f"{who:<12} {file:<38} {r['status']:<9} {r['error'] or ''}")
             continue
         lines.append(
             f"{r['patient']:<12} {file:<38} {r['status']:<9} {r['channel']:<8}"

@@ -1,8 +1,8 @@
 """``emgd upload FILE --patient UUID``: what Supabase Storage does on an upload, for local mode.
 
-Stores the bytes with the configured storage backend, then inserts (or, for an overwrite, updates)
-the ``storage.objects`` row with a new ``version`` the way Storage's service-role upsert does, so the
-same trigger that serves production creates the session and job and wakes the daemon.
+Stores the bytes with the configured storage backend, then inserts (or, for an overwrite,
+updates) the ``storage.objects`` row with a new ``version`` the way Storage's service-role upsert
+does, so the same trigger that serves production creates the session and job and wakes the daemon.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def main(args: argparse.Namespace) -> int:
         session = asyncio.run(upload(settings, dsn, args.file.read_bytes(), args.patient, filename))
         print(f"uploaded {settings.bucket}/{args.patient}/{filename} -> session {session or '-'}")
         if args.wait and session:
-            row = asyncio.run(wait_for(dsn, settings.bucket, f"{args.patient}/{filename}", args.wait))
-            print(f"status: {row['status'] if row else '-'} {row.get('error') or '' if row else ''}")
+            name = f"{args.patient}/{filename}"
+            row = asyncio.run(wait_for(dsn, settings.bucket, name, args.wait)) or {}
+            print(f"status: {row.get('status', '-')} {row.get('error') or ''}")
     return 0

@@ -1,4 +1,4 @@
-"""Resolve the database a CLI verb talks to: --database-url, the environment, or the embedded server."""
+"""The database a CLI verb talks to: --database-url, the environment, or the embedded server."""
 
 from __future__ import annotations
 
@@ -28,4 +28,5 @@ def fail(message: str) -> int:
 
 
 def plain_url(args: argparse.Namespace) -> str | None:
-    return args.database_url or os.environ.get("EMGD_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    env = os.environ
+    return args.database_url or env.get("EMGD_DATABASE_URL") or env.get("DATABASE_URL")

@@ -56,7 +56,9 @@ TRANSIENT_DB_ERRORS = (
 
 
 class Analyser(Protocol):
-    async def analyse(self, data: bytes, *, name: str, options: dict[str, Any]) -> dict[str, Any]: ...
+    async def analyse(
+        self, data: bytes, *, name: str, options: dict[str, Any]
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +133,8 @@ class JobRunner:
             except asyncio.CancelledError:
                 # Shutdown past the grace period: hand the job back untouched.
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._call(queries.RELEASE_JOB, job.job_id, job.lease_token))
+                    release = self._call(queries.RELEASE_JOB, job.job_id, job.lease_token)
+                    await asyncio.shield(release)
                 log.info("job_released", attempt=job.attempts)
                 self._metrics.jobs_finished_total.labels(outcome="released").inc()
                 raise
@@ -232,7 +235,8 @@ class JobRunner:
         return await self._pool.fetchval(sql, *args)
 
     async def _stage(self, job: ClaimedJob, stage: str, progress: float) -> bool:
-        return bool(await self._call(queries.SET_STAGE, job.job_id, job.lease_token, stage, progress))
+        ok = await self._call(queries.SET_STAGE, job.job_id, job.lease_token, stage, progress)
+        return bool(ok)
 
     async def _retry_or_fail(self, job: ClaimedJob, reason: str, *, crashed: bool = False) -> str:
         if job.attempts >= job.max_attempts:

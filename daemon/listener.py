@@ -1,14 +1,16 @@
 """The LISTEN connection: a wake-up hint for the claim loop, never the guarantee.
 
-One dedicated asyncpg connection (never from the pool: a pooled connection goes back and forgets its
-LISTEN). It reconnects with backoff when the server goes away and calls ``on_connect`` after every
-(re)connect so the daemon can run its catch-up: anything committed while nobody listened is found there.
+One dedicated asyncpg connection (never from the pool: a pooled connection goes back and forgets
+its LISTEN). It reconnects with backoff when the server goes away and calls ``on_connect`` after
+every (re)connect so the daemon can run its catch-up: anything committed while nobody listened is
+found there.
 
 A connection that accepts ``LISTEN`` is not proof that notifications arrive: Supabase's transaction
-pooler (port 6543) accepts the statement and then never delivers. So after every connect, and every
-``probe_interval`` seconds, the listener sends itself a probe through the pool; if it does not come back
-within ``probe_timeout`` the listener reports ``poll`` mode (readiness says so) and keeps retrying. The
-claim loop polls every ``poll_interval`` whatever the mode, so a missed NOTIFY costs latency, not work.
+pooler (port 6543) accepts the statement and then never delivers. So after every connect, and
+every ``probe_interval`` seconds, the listener sends itself a probe through the pool; if it does not
+come back within ``probe_timeout`` the listener reports ``poll`` mode (readiness says so) and keeps
+retrying. The claim loop polls every ``poll_interval`` whatever the mode, so a missed NOTIFY costs
+latency, not work.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every SQL statement the daemon sends, named.
 
-The logic lives in SQL functions (supabase/migrations); this module only names the calls, so a reader
-can see the daemon's whole conversation with PostgreSQL in one screen.
+The logic lives in SQL functions (supabase/migrations); this module only names the calls, so a
+reader can see the daemon's whole conversation with PostgreSQL in one screen.
 """
 
 from __future__ import annotations

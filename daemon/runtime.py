@@ -19,7 +19,7 @@ log = structlog.get_logger(__name__)
 
 @contextlib.contextmanager
 def embedded_database(settings: Settings) -> Iterator[str]:
-    """Start (or reuse) the embedded PostgreSQL, apply the stand-in and migrations, yield its DSN."""
+    """Start the embedded PostgreSQL, apply the stand-in and migrations, yield its DSN."""
     from daemon.embedded import EmbeddedPostgres
     from daemon.migrate import apply_migrations
 
@@ -36,7 +36,7 @@ def embedded_database(settings: Settings) -> Iterator[str]:
 
 @contextlib.contextmanager
 def resolve_dsn(args: argparse.Namespace) -> Iterator[str]:
-    """The DSN a CLI verb should use: --database-url / env, or the embedded server with --embedded."""
+    """The DSN a CLI verb uses: --database-url / env, or the embedded server with --embedded."""
     from daemon.dbconnect import plain_url
     from daemon.settings import load_settings
 
