@@ -15,12 +15,18 @@ import sys
 VERBS: dict[str, tuple[str, str]] = {
     "run": ("daemon.cmd_run", "run the daemon: listen, claim, analyse, commit"),
     "migrate": ("daemon.migrate", "apply the database migrations (idempotent)"),
-    "check": ("daemon.cmd_check", "exit 0 when the daemon's /readyz answers 200 (Docker HEALTHCHECK)"),
+    "check": (
+        "daemon.cmd_check",
+        "exit 0 when the daemon's /readyz answers 200 (Docker HEALTHCHECK)",
+    ),
     "status": ("daemon.cmd_status", "queue depth by state, oldest pending, recent failures"),
     "requeue": ("daemon.cmd_requeue", "requeue jobs (wraps emgd.requeue* SQL functions)"),
     "upload": ("daemon.cmd_upload", "store a C3D file the way Supabase Storage does (local mode)"),
     "analyze": ("daemon.cmd_analyze", "analyse one C3D file and print the result"),
-    "demo": ("daemon.cmd_demo", "embedded database, synthetic uploads, process them, print results"),
+    "demo": (
+        "daemon.cmd_demo",
+        "embedded database, synthetic uploads, process them, print results",
+    ),
 }
 
 
@@ -32,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="log rendering (default: EMGD_LOG_FORMAT or auto: json off a terminal)",
     )
-    parser.add_argument("--log-level", default=None, help="log level (default: EMGD_LOG_LEVEL or info)")
+    parser.add_argument(
+        "--log-level", default=None, help="log level (default: EMGD_LOG_LEVEL or info)"
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb, (module_name, help_text) in VERBS.items():
         p = sub.add_parser(verb, help=help_text, description=help_text)
