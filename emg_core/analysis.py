@@ -22,6 +22,7 @@ from .detect import Detection, agreement, detect_contractions
 from .errors import InvalidOptionsError, SignalQualityError
 from .filters import bandpass, design_bandpass, rms_envelope
 from .metrics import (
+    clipped_fraction,
     estimate_mvc,
     left_right_pairs,
     mains_fraction,
@@ -223,18 +224,14 @@ def analyze(
     methods: dict[str, str] = {}
     for index in selection.indices:
         label = rec.labels[index]
-        raw = rec.channel(index)
-        bad = np.count_nonzero(~np.isfinite(raw))
-        if bad:
-            raise SignalQualityError(
-                f"EMG channel {label!r} holds {bad} non-finite samples (NaN or infinity): "
-                "the recording is damaged"
-            )
         hint = None
         if index in selection.activated:
-            hint = rec.channel(selection.activated[index])
-            hint = np.where(np.isfinite(hint), hint, 0.0)
-        result = _analyse_channel(label, rec.units[index], raw, hint, rate, filt, opts)
+            # only "active or not" matters: a byte per sample instead of eight
+            hint = np.nan_to_num(rec.channel(selection.activated[index])) > 0
+        # the raw samples are handed over, not kept here, so the channel can free them early
+        result = _analyse_channel(
+            label, rec.units[index], rec.channel(index), hint, rate, filt, opts
+        )
         methods[label] = result.mvc_method
         if result.signal_quality == 0.0 and result.rms == 0.0:
             flat.append(label)
@@ -350,11 +347,19 @@ def _analyse_channel(
     opts: AnalysisOptions,
 ) -> ChannelResult:
     n = raw.size
+    bad = np.count_nonzero(~np.isfinite(raw))
+    if bad:
+        raise SignalQualityError(
+            f"EMG channel {label!r} holds {bad} non-finite samples (NaN or infinity): "
+            "the recording is damaged"
+        )
     given = opts.mvc.get(label)
     if n == 0 or not np.any(raw != raw[0]):
         return _flat_channel(label, unit, rate, given, opts)
 
+    clipped = clipped_fraction(raw)
     emg = bandpass(raw, filt)
+    del raw  # peak memory: the raw copy is not needed once filtered
     envelope = rms_envelope(emg, rate, opts.envelope_window_ms / 1000)
     det = detect_contractions(
         envelope,
@@ -408,7 +413,9 @@ def _analyse_channel(
             fi_rel = _none(t.last / t.first)
 
     whole = spectra.psd.mean(axis=0) if spectra.psd.shape[0] else np.zeros(0)
-    quality = signal_quality(raw, envelope, det.baseline.mean, mains_fraction(spectra.freqs, whole))
+    quality = signal_quality(
+        envelope, det.baseline.mean, mains_fraction(spectra.freqs, whole), clipped
+    )
     agree = agreement(
         det.starts,
         det.ends,

@@ -54,32 +54,41 @@ def rates(total: int, good: int, mvc_ok: int, duration_ok: int, expected: int) -
     }
 
 
+def clipped_fraction(raw: np.ndarray) -> float:
+    """Share of samples stuck at the channel's extreme values, beyond the one or two any
+    signal has (runs of them mean the amplifier saturated). 0 for an empty channel."""
+    if raw.size == 0:
+        return 0.0
+    lo, hi = raw.min(), raw.max()
+    stuck = (np.count_nonzero(raw == lo) + np.count_nonzero(raw == hi)) / raw.size
+    return float(max(stuck - 2 / raw.size, 0.0))
+
+
 def signal_quality(
-    raw: np.ndarray, envelope: np.ndarray, baseline_mean: float, mains_fraction: float
+    envelope: np.ndarray, baseline_mean: float, mains_fraction: float, clipped: float
 ) -> float:
     """A 0..1 score of how analysable a channel is.
 
     The product of three factors: contrast (the 99th-percentile envelope over the rest level,
-    0 dB -> 0, >= 30 dB -> 1), clipping (share of samples stuck at the channel's extreme values;
-    1 % or more clipped -> 0) and mains interference (1 - share of in-band power within 2 Hz of
-    50 or 60 Hz and their harmonics).
+    0 dB -> 0, >= 30 dB -> 1), clipping (1 % or more of the samples clipped -> 0) and mains
+    interference (1 - share of in-band power on the 50/60 Hz lines and their harmonics).
 
     Parameters
     ----------
-    raw : ndarray
-        The channel as recorded.
     envelope : ndarray
-        Its RMS envelope.
+        The channel's RMS envelope.
     baseline_mean : float
         Rest level of the envelope.
     mains_fraction : float
-        Share of the in-band power at mains frequencies, 0..1.
+        Share of the in-band power at mains frequencies, 0..1 (:func:`mains_fraction`).
+    clipped : float
+        Share of clipped samples, 0..1 (:func:`clipped_fraction`).
 
     Returns
     -------
     float in [0, 1]
     """
-    if raw.size == 0 or not np.any(raw != raw[0]):
+    if envelope.size == 0:
         return 0.0
     top = float(np.percentile(envelope, 99))
     if baseline_mean > 0 and top > 0:
@@ -87,10 +96,7 @@ def signal_quality(
         contrast = float(np.clip(contrast_db / 30.0, 0.0, 1.0))
     else:
         contrast = 1.0 if top > 0 else 0.0
-    lo, hi = raw.min(), raw.max()
-    stuck = (np.count_nonzero(raw == lo) + np.count_nonzero(raw == hi)) / raw.size
-    # a signal touches its extremes once or twice; runs of them mean the amplifier saturated
-    clipping = float(np.clip(1.0 - max(stuck - 2 / raw.size, 0.0) / 0.01, 0.0, 1.0))
+    clipping = float(np.clip(1.0 - clipped / 0.01, 0.0, 1.0))
     mains = float(np.clip(1.0 - mains_fraction, 0.0, 1.0))
     return float(np.clip(contrast * clipping * mains, 0.0, 1.0))
 
@@ -150,6 +156,7 @@ def symmetry(left: float, right: float) -> float:
 
 
 __all__ = [
+    "clipped_fraction",
     "estimate_mvc",
     "left_right_pairs",
     "mains_fraction",
