@@ -73,6 +73,7 @@ class ClaimedJob:
     object_name: str
     object_version: str | None
     patient_id: str | None
+    object_size: int | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ClaimedJob:
@@ -87,6 +88,7 @@ class ClaimedJob:
             object_name=row["object_name"],
             object_version=row["object_version"],
             patient_id=None if row["patient_id"] is None else str(row["patient_id"]),
+            object_size=row["object_size"],
         )
 
 
@@ -112,8 +114,12 @@ class JobRunner:
         metrics: Any,
         analysis_version: str,
         options: dict[str, Any] | None = None,
+        max_attempts: int | None = None,
+        max_file_bytes: int | None = None,
     ) -> None:
         self._pool = pool
+        self._max_attempts = max_attempts
+        self._max_bytes = max_file_bytes
         self._storage = storage
         self._analyser = analyser
         self._metrics = metrics
@@ -184,11 +190,13 @@ class JobRunner:
                 f"'{job.object_name}' is not under a known patient's folder"
                 " (expected <patient user id>/<file>.c3d)"
             )
+        self._check_size(job.object_size)
         if not await self._stage(job, "downloading", 0.1):
             return "lease_lost"
         t = time.perf_counter()
         data = await self._storage.download(job.bucket_id, job.object_name)
         timings["download"] = self._observe("download", t)
+        self._check_size(len(data))  # storage metadata can be missing or stale
         if not data:
             raise Permanent("the file is empty (0 bytes)")
         sha256 = hashlib.sha256(data).hexdigest()
@@ -226,6 +234,13 @@ class JobRunner:
         timings["save"] = self._observe("save", t)
         return "succeeded" if committed else "lease_lost"
 
+    def _check_size(self, size: int | None) -> None:
+        if size is not None and self._max_bytes is not None and size > self._max_bytes:
+            raise Permanent(
+                f"the file is {size / 1e6:.1f} MB, above the {self._max_bytes / 1e6:.0f} MB limit"
+                " (EMGD_MAX_FILE_MB); a recording this large is not a GHOSTLY session"
+            )
+
     def _observe(self, stage: str, since: float) -> float:
         elapsed = time.perf_counter() - since
         self._metrics.job_stage_seconds.labels(stage=stage).observe(elapsed)
@@ -239,7 +254,9 @@ class JobRunner:
         return bool(ok)
 
     async def _retry_or_fail(self, job: ClaimedJob, reason: str, *, crashed: bool = False) -> str:
-        if job.attempts >= job.max_attempts:
+        # The job row carries its own limit; the daemon's setting can only lower it.
+        limit = min(job.max_attempts, self._max_attempts or job.max_attempts)
+        if job.attempts >= limit:
             return await self._finish(
                 job, "failed", f"{reason} (gave up after {job.attempts} attempts)", crashed=crashed
             )

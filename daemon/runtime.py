@@ -73,7 +73,10 @@ async def serve(
     pool = None
     if analyser is None:
         pool = AnalysisPool(
-            settings.concurrency, timeout_s=settings.job_timeout, memory_mb=settings.job_memory_mb
+            settings.concurrency,
+            timeout_s=settings.job_timeout,
+            memory_mb=settings.job_memory_mb,
+            target=settings.analysis_target,
         )
         await pool.start()
         analyser = pool
@@ -84,6 +87,7 @@ async def serve(
         analyser=analyser,
         metrics=metrics,
         analysis_version=analysis_version(),
+        pool_stats=pool.stats if pool is not None else None,
     )
     if settings.health_port:
         daemon._health = HealthServer(

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     job_timeout: float = Field(60.0, gt=0)
     job_memory_mb: int = Field(2048, ge=64)
     max_attempts: int = Field(5, ge=1)
+    # Largest object the daemon downloads: a GHOSTLY session is a few MB; anything far larger is
+    # not a recording and must not be read into memory.
+    max_file_mb: float = Field(512.0, gt=0)
+    # 'module:function' run in the analysis workers; tests and benchmarks point it elsewhere.
+    analysis_target: str = Field("daemon.isolation:analyze_to_dict", pattern=r"^[\w.]+:\w+$")
     listen: bool = True
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

@@ -43,7 +43,9 @@ class Daemon:
         analysis_version: str,
         options: dict[str, Any] | None = None,
         health: Any | None = None,
+        pool_stats: Any | None = None,
     ) -> None:
+        self._pool_stats = pool_stats
         self.settings = settings
         self.owner = uuid.uuid4()  # per process start, never the host name: restarts are new owners
         self._dsn = dsn
@@ -91,6 +93,10 @@ class Daemon:
         mode = listener.mode if listener else "starting"
         if listener is None or not listener.healthy:
             reasons["listener"] = f"{mode}: {listener.reason if listener else 'starting'}"
+        if self._pool_stats is not None:
+            stats = self._pool_stats()
+            if stats["starting"] >= stats["size"]:
+                reasons["analysis_workers"] = f"no analysis worker is up: {stats}"
         if self.draining:
             reasons["draining"] = "shutting down"
         details = {
@@ -117,6 +123,8 @@ class Daemon:
             metrics=self._metrics,
             analysis_version=self._version,
             options=self._options,
+            max_attempts=s.max_attempts,
+            max_file_bytes=int(s.max_file_mb * 1_000_000),
         )
         self.listener = Listener(
             self._dsn,

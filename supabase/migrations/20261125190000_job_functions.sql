@@ -18,7 +18,8 @@ returns table (
     bucket_id text,
     object_name text,
     object_version text,
-    patient_id uuid
+    patient_id uuid,
+    object_size bigint
 )
 language sql
 security definer
@@ -46,9 +47,11 @@ as $$
         returning j.id, j.session_id, j.lease_token, j.attempts, j.max_attempts, j.crashes
     )
     select c.id, c.session_id, c.lease_token, c.attempts, c.max_attempts, c.crashes,
-           s.bucket_id, s.object_name, s.object_version, s.patient_id
+           s.bucket_id, s.object_name, s.object_version, s.patient_id,
+           (o.metadata ->> 'size')::bigint
     from claimed c
     join public.sessions s on s.id = c.session_id
+    left join storage.objects o on o.bucket_id = s.bucket_id and o.name = s.object_name
     order by c.id;
 $$;
 
