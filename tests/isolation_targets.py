@@ -102,3 +102,33 @@ def exit_now(data: bytes, name: str, options: dict) -> dict:
 def dispatch(data: bytes, name: str, options: dict) -> dict:
     """One pool, many behaviours: ``options["do"]`` names the function above to run."""
     return globals()[options.get("do", "works")](data, name, options)
+
+
+def slow_analysis(data: bytes, name: str, options: dict) -> dict:
+    """The real analysis after a pause of ``EMGD_TEST_ANALYSIS_DELAY`` seconds (read from the
+    worker's environment, which a daemon process passes on): e2e tests use it to act while a job
+    is certainly mid-analysis, and still get results the schema accepts."""
+    from daemon.isolation import analyze_to_dict
+
+    time.sleep(float(os.environ.get("EMGD_TEST_ANALYSIS_DELAY", "0")))
+    return analyze_to_dict(data, name, options)
+
+
+# --- targets for the daemon integration tests (tests/test_daemon_*.py) -------------------------
+# emg_core's reader is pure numpy and turns every damaged file we know into a typed error, so no
+# file content makes the parser crash; these targets inject the crash (or a delay) in the worker
+# when the bytes start with a marker, and otherwise run the daemon's real analysis.
+
+CRASH_MARKER = b"EMGD-TEST-CRASH\n"
+SLOW_MARKER = b"EMGD-TEST-SLOW:"  # followed by the seconds to sleep, in ASCII, and a newline
+
+
+def real_or_misbehave(data: bytes, name: str, options: dict) -> dict:
+    if data.startswith(CRASH_MARKER):
+        segfault(data, name, options)
+    if data.startswith(SLOW_MARKER):
+        head, _, data = data.partition(b"\n")
+        time.sleep(float(head[len(SLOW_MARKER) :]))
+    from daemon.isolation import analyze_to_dict
+
+    return analyze_to_dict(data, name, options)
