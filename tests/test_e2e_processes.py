@@ -8,6 +8,13 @@ upload path, signals, HTTP, and reading the database and the JSON log lines.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -21,7 +28,7 @@ from daemon.isolation import analyze_to_dict
 from daemon.settings import load_settings
 from emg_core.synthetic import ghostly_recording
 from tests import dbutil
-from tests.e2e_harness import Daemons, wait_for
+from tests.e2e_harness import REPO, SLOW_TARGET, Daemons, job_of, wait_for, wait_job
 
 pytestmark = pytest.mark.e2e
 
@@ -150,3 +157,264 @@ async def test_two_daemons_process_200_uploads_exactly_once(daemons, db, patient
 
     print(f"\n  job_finished per daemon: {per_daemon}; outcomes: {dict(outcomes)}")
     assert await a.stop() == 0 and await b.stop() == 0
+
+
+# -- 2. SIGKILL mid-job: the lease expires, another daemon finishes, the late commit is refused ---
+
+
+LATE_COMMIT = "select emgd.complete_job($1::bigint, $2::uuid, $3::jsonb, $4::text, $5::bigint)"
+
+
+async def test_a_daemon_killed_mid_job_is_finished_by_another_and_its_late_commit_writes_nothing(
+    daemons, db, patient
+):
+    lease = 2.0
+    a = daemons.start(
+        "a",
+        EMGD_ANALYSIS_TARGET=SLOW_TARGET,
+        EMGD_TEST_ANALYSIS_DELAY=60,  # far past anything below: a is surely mid-analysis
+        EMGD_LEASE_SECONDS=lease,
+        EMGD_CONCURRENCY=1,
+    )
+    await a.wait_ready()
+    raw = recording(7)
+    session = await put(daemons, patient, raw, "killed_mid_job.c3d")
+    held = await wait_job(
+        db, session, timeout=15, state="running", lease_owner=a.owner, stage="analysing"
+    )
+    token, job_id = held["lease_token"], held["id"]
+    assert held["attempts"] == 1 and held["lease_expires_at"] is not None
+    workers = {p.pid for p in a.workers()}
+    assert workers, "the daemon should have analysis worker processes"
+    # The orphan check below finds processes by a marker in their environment: prove it sees them.
+    assert workers | {a.pid} == {p.pid for p in a.leftovers()}
+
+    b = daemons.start(
+        "b",
+        EMGD_ANALYSIS_TARGET=SLOW_TARGET,
+        EMGD_TEST_ANALYSIS_DELAY=3,  # long enough to commit late while b holds the job
+        EMGD_LEASE_SECONDS=lease,
+    )
+    await b.wait_ready()
+    # While a lives its heartbeats keep the lease, past several lease lengths: b does not steal.
+    await asyncio.sleep(lease * 1.5)
+    still = await job_of(db, session)
+    assert (still["state"], still["lease_owner"]) == ("running", a.owner)
+    assert still["lease_token"] == token
+    assert still["attempts"] == 1
+
+    a.signal(signal.SIGKILL)
+    assert await a.wait_exit(5) == -signal.SIGKILL
+    killed_at = time.time()
+    expired_at = (await job_of(db, session))["lease_expires_at"]  # a can extend it no more
+    # Its analysis worker dies with it (PR_SET_PDEATHSIG): no orphan keeps the CPU busy.
+    await wait_for(lambda: not a.leftovers(), timeout=5, what="a's workers to die")
+
+    taken = await wait_job(db, session, timeout=lease + 10, state="running", lease_owner=b.owner)
+    assert taken["started_at"] >= expired_at, "b claimed the job before a's lease expired"
+    assert taken["attempts"] == 2 and taken["lease_token"] != token
+
+    # a "wakes up" and commits with its old token while b holds the job: refused, nothing written.
+    result = analyze_to_dict(raw, "killed_mid_job.c3d", {})
+    result["processing"] = {"late_commit_from": "a"}
+    late = json.dumps(result)
+    assert await db.fetchval(LATE_COMMIT, job_id, token, late, "0" * 64, len(raw)) is False
+    row = await job_of(db, session)
+    assert (row["state"], row["lease_owner"], row["processed_at"]) == ("running", b.owner, None)
+    assert (
+        await db.fetchval(
+            "select count(*) from public.session_parameters where session_id = $1::uuid", session
+        )
+        == 0
+    )
+
+    done = await wait_job(db, session, timeout=15, state="succeeded", status="completed")
+    assert done["attempts"] == 2 and done["last_error"] is None
+    (finished,) = b.events("job_finished")
+    assert (finished["job_id"], finished["outcome"]) == (job_id, "succeeded")
+    assert not [e for e in a.lines() if e["event"] == "job_finished"]
+    rescued = sum(e["jobs"] for e in b.events("expired_leases_rescued"))
+    assert rescued == 1
+
+    # And once more after b's commit: still refused, b's results stand untouched.
+    before = await db.fetch(
+        "select name, mvc_value, processing from public.session_parameters"
+        " where session_id = $1::uuid order by name",
+        session,
+    )
+    assert {r["name"] for r in before} == CHANNELS
+    assert await db.fetchval(LATE_COMMIT, job_id, token, late, "0" * 64, len(raw)) is False
+    after = await db.fetch(
+        "select name, mvc_value, processing from public.session_parameters"
+        " where session_id = $1::uuid order by name",
+        session,
+    )
+    assert after == before
+    assert "late_commit_from" not in json.dumps([r["processing"] for r in after])
+    sha = await db.fetchval("select content_sha256 from public.sessions where id = $1", session)
+    assert sha != "0" * 64
+    print(f"\n  killed -> finished by b in {time.time() - killed_at:.1f} s (lease {lease:g} s)")
+    assert await b.stop() == 0
+
+
+# -- 3. SIGTERM: stop claiming, report not ready, finish or hand back what is in flight, exit 0 ---
+
+
+async def test_sigterm_drains_the_job_in_flight_claims_nothing_more_and_exits_0(
+    daemons, db, patient
+):
+    d = daemons.start(
+        "d",
+        EMGD_ANALYSIS_TARGET=SLOW_TARGET,
+        EMGD_TEST_ANALYSIS_DELAY=4,
+        EMGD_CONCURRENCY=1,
+        EMGD_SHUTDOWN_GRACE=20,
+    )
+    await d.wait_ready()
+    first = await put(daemons, patient, recording(1), "in_flight.c3d")
+    await wait_job(db, first, timeout=15, state="running", stage="analysing")
+    waiting = await put(daemons, patient, recording(2), "waiting.c3d")  # the one slot is busy
+
+    d.signal(signal.SIGTERM)
+    status, body = await d.get("/readyz")
+    assert status == 503, body
+    assert "draining" in body["not_ready"], body
+    assert body["in_flight"] == 1
+    assert await d.wait_exit(15) == 0
+
+    done = await job_of(db, first)
+    assert (done["state"], done["status"], done["attempts"]) == ("succeeded", "completed", 1)
+    left = await job_of(db, waiting)
+    assert (left["state"], left["attempts"], left["lease_owner"]) == ("pending", 0, None)
+    events = [e["event"] for e in d.lines()]
+    assert events.index("daemon_stopping") < events.index("job_finished")
+    assert events.index("job_finished") < events.index("daemon_stopped")
+    (finished,) = d.events("job_finished")
+    assert (finished["job_id"], finished["outcome"]) == (done["id"], "succeeded")
+    assert d.events("daemon_stopped")[0]["exit_code"] == 0
+    assert not d.events("job_released")
+    assert not d.leftovers()
+
+
+async def test_sigterm_past_the_grace_releases_the_job_and_another_daemon_finishes_it(
+    daemons, db, patient
+):
+    d = daemons.start(
+        "d",
+        EMGD_ANALYSIS_TARGET=SLOW_TARGET,
+        EMGD_TEST_ANALYSIS_DELAY=60,
+        EMGD_CONCURRENCY=1,
+        EMGD_SHUTDOWN_GRACE=0.5,
+    )
+    await d.wait_ready()
+    session = await put(daemons, patient, recording(3), "too_slow_to_drain.c3d")
+    await wait_job(db, session, timeout=15, state="running", stage="analysing", attempts=1)
+
+    stopping = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert await d.wait_exit(10) == 0
+    took = time.monotonic() - stopping
+    assert took < 8, f"drain took {took:.1f} s with a 0.5 s grace"
+    released = await job_of(db, session)
+    # Handed back untouched: pending at once, the attempt not counted, no lease, session queued.
+    assert (released["state"], released["attempts"]) == ("pending", 0)
+    assert released["lease_owner"] is None
+    assert (released["status"], released["stage"]) == ("pending", "queued")
+    assert [e["job_id"] for e in d.events("job_released")] == [released["id"]]
+    assert d.events("daemon_stopped")[0]["exit_code"] == 0
+    await wait_for(lambda: not d.leftovers(), timeout=5, what="d's workers to exit")
+
+    e = await daemons.start_ready("e", EMGD_ANALYSIS_TARGET=SLOW_TARGET)
+    done = await wait_job(db, session, timeout=15, state="succeeded", status="completed")
+    assert done["attempts"] == 1
+    (finished,) = e.events("job_finished")
+    assert finished["outcome"] == "succeeded"
+    print(f"\n  SIGTERM with a 0.5 s grace -> exit 0 after {took:.1f} s")
+    assert await e.stop() == 0
+
+
+# -- 4. emgd check and /metrics --------------------------------------------------------------
+
+
+def emgd_check(port: int) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMGD_")}
+    env["EMGD_HEALTH_PORT"] = str(port)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", "check", "--timeout", "5"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+async def test_check_and_metrics_follow_a_running_daemon(daemons, db, patient):
+    d = await daemons.start_ready("d")
+    sessions = [await put(daemons, patient, recording(i), f"m{i}.c3d") for i in range(3)]
+    for s in sessions:
+        await wait_job(db, s, timeout=20, state="succeeded")
+
+    ok = await asyncio.to_thread(emgd_check, d.port)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["status"] == "ready"
+
+    async def settled() -> dict | None:
+        # Queue depth is refreshed by the lease keeper, every heartbeat.
+        _, text = await d.get("/metrics")
+        samples = metric_samples(text)
+        depth = samples.get(("emgd_queue_depth", (("state", "succeeded"),)))
+        return samples if depth == 3 else None
+
+    samples = await wait_for(settled, timeout=10, interval=0.2, what="queue depth in /metrics")
+    assert samples[("emgd_jobs_claimed_total", ())] == 3
+    assert samples[("emgd_jobs_finished_total", (("outcome", "succeeded"),))] == 3
+    assert samples[("emgd_queue_depth", (("state", "pending"),))] == 0
+    assert samples[("emgd_queue_depth", (("state", "running"),))] == 0
+    assert samples[("emgd_jobs_in_progress", ())] == 0
+    assert samples[("emgd_job_stage_seconds_count", (("stage", "analyse"),))] == 3
+    assert (await d.get("/livez"))[0] == 200
+
+    assert await d.stop() == 0
+    gone = await asyncio.to_thread(emgd_check, d.port)
+    assert gone.returncode == 1
+    assert "cannot reach" in gone.stderr
+
+
+# -- 5. a part of the daemon dying stops the whole daemon -------------------------------------
+
+
+async def test_a_dead_side_task_stops_the_daemon_and_hands_jobs_back(daemons, db, patient):
+    # The health server cannot bind (the port is taken): the daemon must not run on without probes.
+    session = await put(daemons, patient, recording(4), "waiting_for_a_daemon.c3d")
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        d = daemons.start(
+            "d",
+            EMGD_HEALTH_PORT=port,
+            EMGD_ANALYSIS_TARGET=SLOW_TARGET,
+            EMGD_TEST_ANALYSIS_DELAY=60,
+        )
+        assert await d.wait_exit(45) == 1
+    died = d.events("side_task_died")
+    assert [e["task"] for e in died] == ["health"], d.log_text()
+    assert d.events("daemon_task_failed")
+    assert d.events("daemon_stopped")[0]["exit_code"] == 1
+    # Whether or not it claimed the job before the health task died, nothing is left held.
+    job = await job_of(db, session)
+    assert (job["state"], job["attempts"], job["lease_owner"]) == ("pending", 0, None)
+    await wait_for(lambda: not d.leftovers(), timeout=5, what="d's workers to exit")
+
+
+async def test_a_dropped_database_stops_the_daemon(daemons, database_factory, server_url):
+    # A database that is gone for good is not a blip to wait out: exit 1 so a supervisor notices.
+    url = database_factory()
+    d = daemons.start("d", dsn=url)
+    await d.wait_ready()
+    await dbutil.drop_database(server_url, dbutil.database_name(url))
+    assert await d.wait_exit(30) == 1, d.log_text()
+    assert d.events("daemon_task_failed"), d.log_text()
+    assert d.events("daemon_stopped")[0]["exit_code"] == 1
+    await wait_for(lambda: not d.leftovers(), timeout=5, what="d's workers to exit")
