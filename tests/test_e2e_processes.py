@@ -418,3 +418,28 @@ async def test_a_dropped_database_stops_the_daemon(daemons, database_factory, se
     assert d.events("daemon_task_failed"), d.log_text()
     assert d.events("daemon_stopped")[0]["exit_code"] == 1
     await wait_for(lambda: not d.leftovers(), timeout=5, what="d's workers to exit")
+
+
+async def test_a_side_task_dying_mid_job_hands_the_job_back_and_exits_1(daemons, db, patient):
+    # The lease keeper meets a permanent error (a function it calls was dropped by a bad
+    # migration) while a job is mid-analysis: the daemon stops, and the job is released for others
+    # instead of waiting out a lease held by a daemon that no longer heartbeats.
+    d = daemons.start(
+        "d",
+        EMGD_ANALYSIS_TARGET=SLOW_TARGET,
+        EMGD_TEST_ANALYSIS_DELAY=60,
+        EMGD_LEASE_SECONDS=30,  # long: only a release, not an expiry, frees the job in time
+        EMGD_HEARTBEAT_INTERVAL=0.5,
+    )
+    await d.wait_ready()
+    session = await put(daemons, patient, recording(5), "in_flight_when_keeper_dies.c3d")
+    await wait_job(db, session, timeout=15, state="running", stage="analysing", lease_owner=d.owner)
+    await db.execute("drop function emgd.queue_depth()")
+    assert await d.wait_exit(30) == 1, d.log_text()
+    assert [e["task"] for e in d.events("side_task_died")] == ["lease_keeper"]
+    assert d.events("daemon_stopped")[0]["exit_code"] == 1
+    job = await job_of(db, session)
+    assert (job["state"], job["attempts"], job["lease_owner"]) == ("pending", 0, None)
+    assert (job["status"], job["stage"]) == ("pending", "queued")
+    assert [e["job_id"] for e in d.events("job_released")] == [job["id"]]
+    await wait_for(lambda: not d.leftovers(), timeout=5, what="d's workers to exit")
