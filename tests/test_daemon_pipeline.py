@@ -1,0 +1,260 @@
+"""The daemon in-process on a real PostgreSQL: upload -> results, the stages on the way, the
+production storage path over real HTTP (404 permanent, 503 retried), and the drain on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from daemon.cmd_upload import upload
+from emg_core.synthetic import ghostly_recording
+from tests import dbutil
+from tests.daemon_harness import (
+    BUCKET,
+    MISBEHAVE_TARGET,
+    daemon_settings,
+    free_port,
+    install_stage_log,
+    make_patient,
+    running_daemon,
+    stage_log,
+    wait_sessions,
+)
+from tests.isolation_targets import SLOW_MARKER
+from tests.storage_server import start_storage_server
+
+KEY = "test-service-role-key"
+ONSET_TOLERANCE_MS = 100.0
+
+HAPPY_PATH = [
+    ("pending", "queued"),
+    ("processing", "claimed"),
+    ("processing", "downloading"),
+    ("processing", "analysing"),
+    ("processing", "saving"),
+    ("completed", "done"),
+]
+
+
+async def assert_matches_truth(conn, session_id, truth) -> None:
+    rows = await conn.fetch(
+        "select channel, contraction_index, start_ms from public.contractions"
+        " where session_id = $1 order by channel, contraction_index",
+        session_id,
+    )
+    params = await conn.fetch(
+        "select name, contractions_total from public.session_parameters where session_id = $1",
+        session_id,
+    )
+    assert sorted(p["name"] for p in params) == sorted(truth.channels)
+    totals = {p["name"]: p["contractions_total"] for p in params}
+    for channel in truth.channels:
+        bursts = truth.bursts_for(channel)
+        found = [r["start_ms"] for r in rows if r["channel"] == channel]
+        assert bursts, "the recording should hold contractions on every channel"
+        assert len(found) == len(bursts) == totals[channel], (channel, found, bursts)
+        for start_ms, burst in zip(found, bursts, strict=True):
+            error = start_ms - burst.start_s * 1000
+            assert abs(error) <= ONSET_TOLERANCE_MS, f"{channel} onset off by {error:.0f} ms"
+
+
+async def test_uploads_become_results_matching_ground_truth_through_every_stage(db_url, tmp_path):
+    settings = daemon_settings(db_url, tmp_path / "storage", concurrency=2)
+    patient = await make_patient(db_url)
+    conn = await dbutil.connect(db_url)
+    try:
+        await install_stage_log(conn)
+        async with running_daemon(settings, db_url) as d:
+            uploads = {}
+            for seed in (1, 2, 3):
+                data, truth = ghostly_recording(seed=seed, duration_s=20.0 + 5 * seed)
+                sid = await upload(settings, db_url, data, patient, f"rec-{seed}.c3d")
+                uploads[sid] = (truth, len(data))
+            rows = await wait_sessions(conn, uploads, daemon=d)
+        for sid, (truth, size) in uploads.items():
+            row = rows[sid]
+            assert (row["status"], row["stage"], row["error"]) == ("completed", "done", None)
+            assert row["job_state"] == "succeeded" and row["attempts"] == 1
+            assert row["file_size"] == size and row["progress"] == 1
+            assert row["duration_s"] == pytest.approx(truth.duration_s, abs=0.01)
+            assert row["patient_id"] == patient and row["processed_at"] is not None
+            await assert_matches_truth(conn, row["id"], truth)
+            # the trigger logs each change in commit order: every stage was visible to the app
+            assert await stage_log(conn, sid) == HAPPY_PATH
+    finally:
+        await conn.close()
+
+
+# --- Supabase Storage over real HTTP -----------------------------------------------------------
+
+
+def supabase_settings(db_url, tmp_path, server, **overrides):
+    return daemon_settings(
+        db_url,
+        tmp_path / "unused",
+        storage_backend="supabase",
+        supabase_url=server.url,
+        supabase_service_role_key=KEY,
+        **overrides,
+    )
+
+
+async def test_supabase_storage_path_serves_uploads_and_a_missing_object_fails_for_good(
+    db_url, tmp_path
+):
+    server = await start_storage_server(key=KEY)
+    settings = supabase_settings(db_url, tmp_path, server)
+    patient = await make_patient(db_url)
+    conn = await dbutil.connect(db_url)
+    try:
+        async with running_daemon(settings, db_url) as d:
+            data, truth = ghostly_recording(seed=4, duration_s=20.0)
+            # the upload itself goes through the stand-in too (storage3 multipart POST)
+            good = await upload(settings, db_url, data, patient, "good.c3d")
+            assert server.objects[(BUCKET, f"{patient}/good.c3d")] == data
+            # Storage's row without its bytes: what a deleted or never-stored object looks like
+            gone = await dbutil.upload_object(
+                conn, BUCKET, f"{patient}/gone.c3d", user_id=patient, data=data
+            )
+            gone_sid = await conn.fetchval(
+                "select id from public.sessions where object_name = $1", gone["name"]
+            )
+            rows = await wait_sessions(conn, [good, gone_sid], daemon=d)
+        assert rows[good]["status"] == "completed"
+        await assert_matches_truth(conn, rows[good]["id"], truth)
+        lost = rows[str(gone_sid)]
+        assert lost["status"] == "failed" and lost["job_state"] == "failed"
+        assert lost["attempts"] == 1, "a missing object must not be retried"
+        assert lost["error"] == f"object not found: {BUCKET}/{patient}/gone.c3d"
+        gets = [r for r in server.requests if r[0] == "GET" and r[2] == f"{patient}/gone.c3d"]
+        assert len(gets) == 1, "a 404 is permanent: one request, no in-process retries either"
+    finally:
+        await conn.close()
+        await server.stop()
+
+
+async def test_supabase_storage_503_goes_back_to_pending_then_succeeds(db_url, tmp_path):
+    server = await start_storage_server(key=KEY)
+    settings = supabase_settings(db_url, tmp_path, server)
+    patient = await make_patient(db_url)
+    conn = await dbutil.connect(db_url)
+    try:
+        await install_stage_log(conn)
+        async with running_daemon(settings, db_url) as d:
+            data, truth = ghostly_recording(seed=5, duration_s=15.0)
+            name = f"{patient}/flaky.c3d"
+            server.objects[(BUCKET, name)] = data
+            # one more 503 than the backend retries in-process (3 tries per attempt): the first
+            # attempt gives up and the job waits in pending with a run_after, the second succeeds
+            server.fail_next(4)
+            await dbutil.upload_object(conn, BUCKET, name, user_id=patient, data=data)
+            sid = str(
+                await conn.fetchval("select id from public.sessions where object_name = $1", name)
+            )
+            retrying = await wait_sessions(conn, [sid], statuses=["pending"], daemon=d)
+            assert retrying[sid]["attempts"] == 1
+            assert "storage unavailable" in retrying[sid]["last_error"]
+            assert "503" in retrying[sid]["last_error"]
+            now = await conn.fetchval("select now()")
+            assert retrying[sid]["run_after"] > now, "a retry waits for its backoff"
+            rows = await wait_sessions(conn, [sid], daemon=d)
+        row = rows[sid]
+        assert row["status"] == "completed" and row["job_state"] == "succeeded"
+        assert row["attempts"] == 2 and row["last_error"] is None
+        await assert_matches_truth(conn, row["id"], truth)
+        gets = [r for r in server.requests if r[0] == "GET" and r[2] == name]
+        assert len(gets) == 5  # 3 failed + (1 failed, 1 served)
+        log = await stage_log(conn, sid)
+        assert log[:3] == HAPPY_PATH[:3]
+        assert log[3] == ("pending", "queued"), "the failed attempt hands the job back to pending"
+        assert log[4:] == HAPPY_PATH[1:]
+    finally:
+        await conn.close()
+        await server.stop()
+
+
+# --- drain on shutdown -------------------------------------------------------------------------
+
+
+def slow(seconds: float, seed: int) -> bytes:
+    data, _ = ghostly_recording(seed=seed, duration_s=10.0)
+    return SLOW_MARKER + f"{seconds}\n".encode() + data
+
+
+async def wait_stage(conn, sid, stage, d, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while await conn.fetchval("select stage from public.sessions where id = $1", sid) != stage:
+        d.check_alive()
+        assert time.monotonic() < deadline, f"session never reached {stage}"
+        await asyncio.sleep(0.01)
+
+
+async def test_stop_lets_the_job_in_flight_finish_and_reports_not_ready(db_url, tmp_path):
+    port = free_port()
+    settings = daemon_settings(
+        db_url,
+        tmp_path / "storage",
+        analysis_target=MISBEHAVE_TARGET,
+        shutdown_grace=10.0,
+        health_port=port,
+    )
+    patient = await make_patient(db_url)
+    conn = await dbutil.connect(db_url)
+    try:
+        async with (
+            running_daemon(settings, db_url) as d,
+            aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http,
+        ):
+            async with http.get("/readyz") as resp:
+                assert resp.status == 200
+            sid = await upload(settings, db_url, slow(1.0, seed=6), patient, "slow.c3d")
+            await wait_stage(conn, sid, "analysing", d)
+            started = time.monotonic()
+            d.daemon.request_stop()
+            ready, details = await d.daemon.readiness()
+            assert not ready and "draining" in details["not_ready"]
+            async with http.get("/readyz") as resp:
+                body = await resp.json()
+                assert resp.status == 503 and "draining" in body["not_ready"]
+            code = await asyncio.wait_for(d.task, 15)
+            assert code == 0
+            assert time.monotonic() - started < settings.shutdown_grace
+        row = (await wait_sessions(conn, [sid], timeout=0))[sid]
+        assert row["status"] == "completed" and row["attempts"] == 1
+        assert await conn.fetchval(
+            "select count(*) from public.contractions where session_id = $1", row["id"]
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_job_longer_than_the_grace_period_is_released_without_costing_an_attempt(
+    db_url, tmp_path
+):
+    settings = daemon_settings(
+        db_url, tmp_path / "storage", analysis_target=MISBEHAVE_TARGET, shutdown_grace=0.3
+    )
+    patient = await make_patient(db_url)
+    conn = await dbutil.connect(db_url)
+    try:
+        async with running_daemon(settings, db_url) as d:
+            sid = await upload(settings, db_url, slow(5.0, seed=7), patient, "slow.c3d")
+            await wait_stage(conn, sid, "analysing", d)
+            started = time.monotonic()
+            assert await d.stop() == 0
+            assert time.monotonic() - started < 3.0, "the drain must not wait for the analysis"
+        row = (await wait_sessions(conn, [sid], statuses=["pending"], timeout=0))[sid]
+        assert (row["job_state"], row["stage"], row["error"]) == ("pending", "queued", None)
+        assert row["attempts"] == 0, "a release must not count as an attempt"
+        assert row["run_after"] <= await conn.fetchval("select now()")
+        assert row["processed_at"] is None
+        assert not await conn.fetchval(
+            "select count(*) from public.session_parameters where session_id = $1", row["id"]
+        )
+        job = await conn.fetchrow("select * from emgd.jobs where session_id = $1", row["id"])
+        assert job["lease_owner"] is None and job["lease_token"] is None
+    finally:
+        await conn.close()
