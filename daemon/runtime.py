@@ -71,38 +71,52 @@ async def serve(
     metrics = Metrics()
     storage = make_storage(settings)
     pool = None
-    if analyser is None:
-        pool = AnalysisPool(
-            settings.concurrency,
-            timeout_s=settings.job_timeout,
-            memory_mb=settings.job_memory_mb,
-            target=settings.analysis_target,
-        )
-        await pool.start()
-        analyser = pool
-    daemon = Daemon(
-        settings,
-        dsn=dsn,
-        storage=storage,
-        analyser=analyser,
-        metrics=metrics,
-        analysis_version=analysis_version(),
-        pool_stats=pool.stats if pool is not None else None,
-    )
-    if settings.health_port:
-        daemon._health = HealthServer(
-            settings.health_host,
-            settings.health_port,
-            metrics=metrics,
-            readiness=daemon.readiness,
-            liveness=daemon.liveness,
-        )
+    daemon = None
+    stop_requested = False
+
+    def on_signal() -> None:
+        # Handlers go in before the analysis workers warm up (seconds): a SIGTERM then is still an
+        # orderly stop (exit 0, clean-up runs), not death by the default handler (exit -15).
+        nonlocal stop_requested
+        stop_requested = True
+        if daemon is not None:
+            daemon.request_stop()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.request_stop)
-    if on_started is not None:
-        on_started(daemon)
+        loop.add_signal_handler(sig, on_signal)
     try:
+        if analyser is None:
+            pool = AnalysisPool(
+                settings.concurrency,
+                timeout_s=settings.job_timeout,
+                memory_mb=settings.job_memory_mb,
+                target=settings.analysis_target,
+            )
+            await pool.start()
+            analyser = pool
+        daemon = Daemon(
+            settings,
+            dsn=dsn,
+            storage=storage,
+            analyser=analyser,
+            metrics=metrics,
+            analysis_version=analysis_version(),
+            pool_stats=pool.stats if pool is not None else None,
+        )
+        if settings.health_port:
+            daemon._health = HealthServer(
+                settings.health_host,
+                settings.health_port,
+                metrics=metrics,
+                readiness=daemon.readiness,
+                liveness=daemon.liveness,
+            )
+        if stop_requested:  # asked to stop while starting: nothing was claimed, nothing to drain
+            log.info("daemon_stopped", exit_code=0, during_start=True)
+            return 0
+        if on_started is not None:
+            on_started(daemon)
         return await daemon.run()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
