@@ -333,6 +333,21 @@ async def test_sigterm_past_the_grace_releases_the_job_and_another_daemon_finish
     assert await e.stop() == 0
 
 
+async def test_sigterm_while_starting_up_still_stops_cleanly_with_exit_0(daemons, db, patient):
+    # Workers warming up take a moment after the process starts; an orchestrator may stop the
+    # daemon right then (a rollout, a scale-down). That is still an orderly stop: exit 0, nothing
+    # claimed, no worker left behind, not death by the default signal handler.
+    session = await put(daemons, patient, recording(6), "uploaded_before_start.c3d")
+    d = daemons.start("d")
+    await wait_for(d.workers, timeout=30, interval=0.01, what="d to spawn analysis workers")
+    d.signal(signal.SIGTERM)
+    assert await d.wait_exit(30) == 0, d.log_text()
+    assert d.events("daemon_stopped")[0]["exit_code"] == 0
+    job = await job_of(db, session)
+    assert (job["state"], job["attempts"], job["lease_owner"]) == ("pending", 0, None)
+    await wait_for(lambda: not d.leftovers(), timeout=5, what="d's workers to exit")
+
+
 # -- 4. emgd check and /metrics --------------------------------------------------------------
 
 
