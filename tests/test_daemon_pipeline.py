@@ -20,6 +20,7 @@ from tests.daemon_harness import (
     install_stage_log,
     make_patient,
     running_daemon,
+    session_for,
     stage_log,
     wait_sessions,
 )
@@ -171,6 +172,29 @@ async def test_supabase_storage_503_goes_back_to_pending_then_succeeds(db_url, t
         assert log[:3] == HAPPY_PATH[:3]
         assert log[3] == ("pending", "queued"), "the failed attempt hands the job back to pending"
         assert log[4:] == HAPPY_PATH[1:]
+    finally:
+        await conn.close()
+        await server.stop()
+
+
+async def test_supabase_storage_503_until_max_attempts_fails_with_the_reason(db_url, tmp_path):
+    server = await start_storage_server(key=KEY)
+    settings = supabase_settings(db_url, tmp_path, server, max_attempts=2)
+    patient = await make_patient(db_url)
+    conn = await dbutil.connect(db_url)
+    try:
+        async with running_daemon(settings, db_url) as d:
+            data, _ = ghostly_recording(seed=8, duration_s=10.0)
+            name = f"{patient}/down.c3d"
+            server.objects[(BUCKET, name)] = data
+            server.fail_next(1000)  # storage stays down
+            await dbutil.upload_object(conn, BUCKET, name, user_id=patient, data=data)
+            sid = await session_for(conn, name)
+            row = (await wait_sessions(conn, [sid], daemon=d))[str(sid)]
+        assert (row["status"], row["job_state"], row["attempts"]) == ("failed", "failed", 2)
+        assert row["error"].startswith("storage unavailable: storage error 503")
+        assert row["error"].endswith("(gave up after 2 attempts)")
+        assert len([r for r in server.requests if r[2] == name]) == 6  # 2 attempts x 3 tries
     finally:
         await conn.close()
         await server.stop()
