@@ -58,7 +58,10 @@ class Daemon:
         self._pool: asyncpg.Pool | None = None
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        self._in_flight: dict[int, tuple[asyncio.Task[str], ClaimedJob]] = {}
+        # Keyed by lease token, not job id: an object overwritten mid-analysis re-queues the same
+        # job, which this daemon may claim again while the superseded task still runs; each claim
+        # must stay tracked (slots, heartbeats, drain) until its own task ends.
+        self._in_flight: dict[str, tuple[asyncio.Task[str], ClaimedJob]] = {}
         self._notified: OrderedDict[int, float] = OrderedDict()
         self._last_tick = time.monotonic()
         self._last_db_ok = 0.0
@@ -220,12 +223,12 @@ class Daemon:
         if notified is not None:
             self._metrics.notify_to_claim_seconds.observe(max(claimed_at - notified, 0.0))
         task = asyncio.create_task(runner.run(job), name=f"job-{job.job_id}")
-        self._in_flight[job.job_id] = (task, job)
+        self._in_flight[job.lease_token] = (task, job)
         self._metrics.jobs_in_progress.set(len(self._in_flight))
-        task.add_done_callback(lambda _t, jid=job.job_id: self._job_done(jid))
+        task.add_done_callback(lambda _t, token=job.lease_token: self._job_done(token))
 
-    def _job_done(self, job_id: int) -> None:
-        self._in_flight.pop(job_id, None)
+    def _job_done(self, lease_token: str) -> None:
+        self._in_flight.pop(lease_token, None)
         self._metrics.jobs_in_progress.set(len(self._in_flight))
         self._wake.set()  # a slot is free
 
@@ -263,13 +266,14 @@ class Daemon:
         while True:
             try:
                 if self._in_flight:
+                    job_ids = {job.job_id for _, job in self._in_flight.values()}
                     held = {
                         r["job_id"]
                         for r in await self._pool.fetch(
-                            queries.HEARTBEAT, self.owner, list(self._in_flight), s.lease_seconds
+                            queries.HEARTBEAT, self.owner, list(job_ids), s.lease_seconds
                         )
                     }
-                    lost = set(self._in_flight) - held
+                    lost = job_ids - held
                     if lost:
                         # Their commits will fail the lease check; nothing to do but say so.
                         log.warning("leases_lost", job_ids=sorted(lost))
