@@ -4,6 +4,7 @@ production storage path over real HTTP (404 permanent, 503 retried), and the dra
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 
 import aiohttp
@@ -280,5 +281,41 @@ async def test_a_job_longer_than_the_grace_period_is_released_without_costing_an
         )
         job = await conn.fetchrow("select * from emgd.jobs where session_id = $1", row["id"])
         assert job["lease_owner"] is None and job["lease_token"] is None
+    finally:
+        await conn.close()
+
+
+async def test_a_file_overwritten_mid_analysis_is_tracked_and_drained_as_its_new_version(
+    db_url, tmp_path
+):
+    # The overwrite re-queues the same job (same id) while the first version is still analysing;
+    # with a free slot the daemon claims it again at once, so two tasks share one job id. The new
+    # one must stay in flight (drained at stop, heartbeats) when the superseded one ends.
+    settings = daemon_settings(
+        db_url, tmp_path / "storage", analysis_target=MISBEHAVE_TARGET, concurrency=2
+    )
+    patient = await make_patient(db_url)
+    first, second = slow(1.0, seed=9), slow(2.0, seed=10)
+    conn = await dbutil.connect(db_url)
+    try:
+        await install_stage_log(conn)
+        async with running_daemon(settings, db_url) as d:
+            sid = await upload(settings, db_url, first, patient, "overwritten.c3d")
+            await wait_stage(conn, sid, "analysing", d)
+            await upload(settings, db_url, second, patient, "overwritten.c3d")
+            # the new version is claimed while the first is still being analysed
+            deadline = time.monotonic() + 5
+            while (await stage_log(conn, sid)).count(("processing", "claimed")) < 2:
+                assert time.monotonic() < deadline, await stage_log(conn, sid)
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(1.5)  # the first version's analysis ends: its lease is gone
+            assert (
+                await conn.fetchval("select state from emgd.jobs where session_id = $1::uuid", sid)
+                == "running"
+            )
+            assert await d.stop() == 0
+        row = (await wait_sessions(conn, [sid], timeout=0))[sid]
+        assert (row["status"], row["job_state"]) == ("completed", "succeeded")
+        assert row["content_sha256"] == hashlib.sha256(second).hexdigest()
     finally:
         await conn.close()
