@@ -73,11 +73,10 @@ class Listener:
     async def run(self) -> None:
         """Listen forever; only cancellation ends it."""
         if not self._enabled:
-            await self._on_connect()
-            await asyncio.Event().wait()
+            await self._poll_only()
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((*RECONNECTABLE, ListenerBroken)),
-            wait=wait_exponential_jitter(initial=0.2, max=10.0),
+            wait=wait_exponential_jitter(multiplier=0.2, max=10.0),
             reraise=True,
         )
         async for attempt in retrying:
@@ -120,6 +119,16 @@ class Listener:
         finally:
             if conn is not None and not conn.is_closed():
                 conn.terminate()
+
+    async def _poll_only(self) -> None:
+        # Nothing signals a reconnect here (the pool reconnects silently), so the catch-up that
+        # a listener runs on every connect runs on a timer instead, and a failed one is retried.
+        while True:
+            try:
+                await self._on_connect()
+            except RECONNECTABLE as exc:
+                log.warning("catch_up_failed", error=repr(exc))
+            await asyncio.sleep(self._probe_interval)
 
     def _poll_mode(self, reason: str) -> None:
         self.mode, self.reason = "poll", reason

@@ -12,6 +12,11 @@ PROBE_CHANNEL = "emgd_probe"
 CLAIM_JOBS = "select * from emgd.claim_jobs($1::uuid, $2::int, $3::float8)"
 HEARTBEAT = "select emgd.heartbeat($1::uuid, $2::bigint[], $3::float8) as job_id"
 RESCUE_EXPIRED = "select emgd.rescue_expired()"
+# seconds until the earliest pending job is due (a retry's backoff), or null with none pending
+NEXT_DUE_IN = (
+    "select extract(epoch from min(run_after) - clock_timestamp())::float8"
+    " from emgd.jobs where state = 'pending'"
+)
 SET_STAGE = "select emgd.set_stage($1::bigint, $2::uuid, $3::text, $4::real)"
 COMPLETE_JOB = "select emgd.complete_job($1::bigint, $2::uuid, $3::jsonb, $4::text, $5::bigint)"
 REUSE_RESULTS = (

@@ -214,8 +214,21 @@ class Daemon:
                     self._start(runner, ClaimedJob.from_row(row), now)
             if free > 0 and claimed == free:
                 continue  # the queue may hold more: claim again before sleeping
-            await self._sleep(s.poll_interval)
+            await self._sleep(await self._idle_wait(free, claimed))
         await self._drain()
+
+    async def _idle_wait(self, free: int, claimed: int) -> float:
+        """How long to sleep: the poll interval, or less when a retry comes due before it."""
+        poll = self.settings.poll_interval
+        if free == 0 or claimed > 0:
+            return poll  # woken by a finished job or a notification anyway
+        try:
+            due_in = await self._pool.fetchval(queries.NEXT_DUE_IN)
+        except TRANSIENT_DB_ERRORS:
+            return poll
+        if due_in is None:
+            return poll
+        return min(poll, max(float(due_in), 0.0) + 0.01)
 
     def _start(self, runner: JobRunner, job: ClaimedJob, claimed_at: float) -> None:
         self._metrics.jobs_claimed_total.inc()
