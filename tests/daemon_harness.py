@@ -19,7 +19,7 @@ import contextlib
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,8 +145,10 @@ async def wait_sessions(
     statuses: Iterable[str] = FINAL,
     timeout: float = 30.0,
     daemon: RunningDaemon | None = None,
+    until: Callable[[dict[str, Any]], bool] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Session rows plus job state, attempts and crashes, by id, once all reach ``statuses``."""
+    """Session rows plus job state, attempts and crashes, by id, once all reach ``statuses``
+    (and satisfy ``until``, when given)."""
     ids = [uuid.UUID(str(s)) for s in session_ids]
     wanted = set(statuses)
     deadline = time.monotonic() + timeout
@@ -158,7 +160,9 @@ async def wait_sessions(
             ids,
         )
         by_id = {str(r["id"]): dict(r) for r in rows}
-        if len(by_id) == len(ids) and all(r["status"] in wanted for r in by_id.values()):
+        if len(by_id) == len(ids) and all(
+            r["status"] in wanted and (until is None or until(r)) for r in by_id.values()
+        ):
             return by_id
         if daemon is not None:
             daemon.check_alive()

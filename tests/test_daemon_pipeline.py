@@ -156,7 +156,10 @@ async def test_supabase_storage_503_goes_back_to_pending_then_succeeds(db_url, t
             sid = str(
                 await conn.fetchval("select id from public.sessions where object_name = $1", name)
             )
-            retrying = await wait_sessions(conn, [sid], statuses=["pending"], daemon=d)
+            # pending again after a claim, not the pending it starts in before the first claim
+            retrying = await wait_sessions(
+                conn, [sid], statuses=["pending"], daemon=d, until=lambda r: r["attempts"] >= 1
+            )
             assert retrying[sid]["attempts"] == 1
             assert "storage unavailable" in retrying[sid]["last_error"]
             assert "503" in retrying[sid]["last_error"]

@@ -228,7 +228,9 @@ async def test_a_daemon_killed_mid_job_is_finished_by_another_and_its_late_commi
 
     done = await wait_job(db, session, timeout=15, state="succeeded", status="completed")
     assert done["attempts"] == 2 and done["last_error"] is None
-    (finished,) = b.events("job_finished")
+    (finished,) = await wait_for(
+        lambda: b.events("job_finished"), timeout=5, what="b's job_finished line"
+    )
     assert (finished["job_id"], finished["outcome"]) == (job_id, "succeeded")
     assert not [e for e in a.lines() if e["event"] == "job_finished"]
     rescued = sum(e["jobs"] for e in b.events("expired_leases_rescued"))
@@ -325,7 +327,10 @@ async def test_sigterm_past_the_grace_releases_the_job_and_another_daemon_finish
     e = await daemons.start_ready("e", EMGD_ANALYSIS_TARGET=SLOW_TARGET)
     done = await wait_job(db, session, timeout=15, state="succeeded", status="completed")
     assert done["attempts"] == 1
-    (finished,) = e.events("job_finished")
+    # the log line follows the commit: the database can say succeeded a moment before it
+    (finished,) = await wait_for(
+        lambda: e.events("job_finished"), timeout=5, what="e's job_finished line"
+    )
     assert finished["outcome"] == "succeeded"
     print(f"\n  SIGTERM with a 0.5 s grace -> exit 0 after {took:.1f} s")
     assert await e.stop() == 0
