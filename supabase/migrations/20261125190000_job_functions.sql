@@ -212,9 +212,45 @@ begin
 end;
 $$;
 
--- Content already analysed with the same analysis version and processing settings is not analysed
--- again: copy the results from the session that has them (possibly this very session) and complete.
--- Returns false when there is nothing to reuse or the lease is not ours.
+-- A session's stored results as the JSON emg_core's SessionResult.to_dict() would give: the
+-- columns carry the result's field names, so to_jsonb of a row is the channel's JSON as it was.
+create or replace function emgd.session_result(p_session_id uuid)
+returns jsonb
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select jsonb_build_object(
+        'file', s.object_name,
+        'analysis_version', s.analysis_version,
+        'processing', s.processing,
+        'recorded_at', s.recorded_at,
+        'duration_s', s.duration_s,
+        'metadata', s.metadata,
+        'overall_compliance', s.overall_compliance,
+        'symmetry', s.symmetry,
+        'channels', coalesce((
+            select jsonb_agg(
+                to_jsonb(p) - 'id' - 'session_id' - 'created_at' - 'updated_at'
+                || jsonb_build_object('contractions', coalesce((
+                    select jsonb_agg(
+                        to_jsonb(c) - 'id' - 'session_id' - 'channel' - 'contraction_index'
+                        - 'created_at' - 'updated_at'
+                        || jsonb_build_object('index', c.contraction_index)
+                        order by c.contraction_index)
+                    from public.contractions c
+                    where c.session_id = s.id and c.channel = p.name), '[]'::jsonb))
+                order by p.id)
+            from public.session_parameters p where p.session_id = s.id), '[]'::jsonb))
+    from public.sessions s
+    where s.id = p_session_id;
+$$;
+
+-- Content already analysed with the same analysis version and options is not analysed again:
+-- the results of the session that has them (possibly this very session) are committed through
+-- complete_job, as if just computed. Returns false when there is nothing to reuse or the lease is
+-- not ours.
 create or replace function emgd.reuse_results(
     p_job_id bigint, p_token uuid, p_sha256 text, p_size bigint, p_analysis_version text,
     p_processing jsonb
@@ -226,13 +262,13 @@ set search_path = ''
 as $$
 declare
     j emgd.jobs;
-    src public.sessions;
+    src uuid;
 begin
     j := emgd.lock_leased_job(p_job_id, p_token);
     if j.id is null then
         return false;
     end if;
-    select s.* into src
+    select s.id into src
     from public.sessions s
     where s.content_sha256 = p_sha256 and s.file_size = p_size
       and s.analysis_version = p_analysis_version
@@ -241,54 +277,10 @@ begin
       and exists (select 1 from public.session_parameters sp where sp.session_id = s.id)
     order by (s.id = j.session_id) desc, s.processed_at desc
     limit 1;
-    if src.id is null then
+    if src is null then
         return false;
     end if;
-
-    if src.id <> j.session_id then
-        delete from public.contractions where session_id = j.session_id;
-        delete from public.session_parameters where session_id = j.session_id;
-        update public.sessions d
-        set content_sha256 = src.content_sha256, file_size = src.file_size,
-            recorded_at = src.recorded_at, duration_s = src.duration_s, game_name = src.game_name,
-            game_level = src.game_level, game_duration = src.game_duration,
-            game_therapist_id = src.game_therapist_id, player_name = src.player_name,
-            game_score = src.game_score, metadata = src.metadata,
-            analysis_version = src.analysis_version, processing = src.processing,
-            overall_compliance = src.overall_compliance, symmetry = src.symmetry,
-            progress = 1, processed_at = now()
-        where d.id = j.session_id;
-        insert into public.session_parameters (
-            session_id, name, sampling_rate, unit, mvc_value, mvc_threshold, mvc_method,
-            duration_threshold_ms, expected_contractions, contractions_total, contractions_good,
-            contractions_mvc_compliant, contractions_duration_compliant, completion_rate,
-            intensity_rate, duration_rate, compliance_rate, time_under_tension_ms, rms, mav, mpf_hz,
-            mdf_hz, fi_nsm5, fi_nsm5_relative, mpf_slope_hz_per_s, mdf_slope_hz_per_s,
-            mpf_slope_pct_per_s, mdf_slope_pct_per_s, signal_quality, activation_agreement, processing
-        )
-        select j.session_id, name, sampling_rate, unit, mvc_value, mvc_threshold, mvc_method,
-            duration_threshold_ms, expected_contractions, contractions_total, contractions_good,
-            contractions_mvc_compliant, contractions_duration_compliant, completion_rate,
-            intensity_rate, duration_rate, compliance_rate, time_under_tension_ms, rms, mav, mpf_hz,
-            mdf_hz, fi_nsm5, fi_nsm5_relative, mpf_slope_hz_per_s, mdf_slope_hz_per_s,
-            mpf_slope_pct_per_s, mdf_slope_pct_per_s, signal_quality, activation_agreement, processing
-        from public.session_parameters where session_id = src.id;
-        insert into public.contractions (
-            session_id, channel, contraction_index, start_ms, end_ms, duration_ms, peak_amplitude,
-            mean_amplitude, meets_mvc, meets_duration, is_good, mpf_hz, mdf_hz
-        )
-        select j.session_id, channel, contraction_index, start_ms, end_ms, duration_ms,
-            peak_amplitude, mean_amplitude, meets_mvc, meets_duration, is_good, mpf_hz, mdf_hz
-        from public.contractions where session_id = src.id;
-    else
-        update public.sessions set progress = 1 where id = j.session_id;
-    end if;
-
-    update emgd.jobs
-    set state = 'succeeded', last_error = null, finished_at = now(),
-        lease_owner = null, lease_token = null, lease_expires_at = null
-    where id = j.id;
-    return true;
+    return emgd.complete_job(p_job_id, p_token, emgd.session_result(src), p_sha256, p_size);
 end;
 $$;
 
@@ -370,6 +362,7 @@ revoke all on function emgd.lock_leased_job(bigint, uuid) from public;
 revoke all on function emgd.set_stage(bigint, uuid, text, real) from public;
 revoke all on function emgd.complete_job(bigint, uuid, jsonb, text, bigint) from public;
 revoke all on function emgd.reuse_results(bigint, uuid, text, bigint, text, jsonb) from public;
+revoke all on function emgd.session_result(uuid) from public;
 revoke all on function emgd.finish_job(bigint, uuid, text, text, interval, boolean) from public;
 revoke all on function emgd.release_job(bigint, uuid) from public;
 revoke all on function emgd.queue_depth() from public;

@@ -1,0 +1,147 @@
+"""The daemon's SQL functions on their own: results in and out, and when results are reused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import uuid
+
+import pytest
+
+from emg_core import ANALYSIS_VERSION, analyze
+from emg_core.synthetic import ghostly_recording
+from tests import dbutil
+
+OPTIONS: dict = {}
+
+
+@pytest.fixture(scope="module")
+def recording() -> tuple[bytes, dict]:
+    data, _ = ghostly_recording(seed=7, duration_s=12.0)
+    result = analyze(data, name="r.c3d").to_dict()
+    result["processing"]["options"] = OPTIONS
+    return data, result
+
+
+async def _claimed_session(conn, patient: uuid.UUID, name: str, data: bytes):
+    await dbutil.upload_object(conn, dbutil.BUCKET, f"{patient}/{name}", user_id=patient, data=data)
+    job = await conn.fetchrow("select * from emgd.claim_jobs($1, 1, 30)", uuid.uuid4())
+    assert job is not None and job["object_name"] == f"{patient}/{name}"
+    return job
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-12)
+    return a == b
+
+
+async def test_session_result_gives_back_what_complete_job_stored(db, recording):
+    data, result = recording
+    patient = await dbutil.make_user(db, "patient")
+    job = await _claimed_session(db, patient, "a.c3d", data)
+    sha = hashlib.sha256(data).hexdigest()
+    ok = await db.fetchval(
+        "select emgd.complete_job($1, $2, $3::jsonb, $4, $5)",
+        job["job_id"],
+        job["lease_token"],
+        json.dumps(result),
+        sha,
+        len(data),
+    )
+    assert ok is True
+    stored = json.loads(await db.fetchval("select emgd.session_result($1)", job["session_id"]))
+    assert stored["analysis_version"] == result["analysis_version"]
+    assert [c["name"] for c in stored["channels"]] == [c["name"] for c in result["channels"]]
+    for got, want in zip(stored["channels"], result["channels"], strict=True):
+        for key, value in want.items():
+            if key == "contractions":
+                continue
+            assert _close(got[key], value), (got["name"], key, got[key], value)
+        assert len(got["contractions"]) == len(want["contractions"]) > 0
+        for gk, wk in zip(got["contractions"], want["contractions"], strict=True):
+            assert {k: gk[k] for k in wk} == pytest.approx(wk)
+
+
+async def test_same_bytes_under_another_name_reuse_the_stored_results(db, recording):
+    data, result = recording
+    patient = await dbutil.make_user(db, "patient")
+    sha = hashlib.sha256(data).hexdigest()
+    first = await _claimed_session(db, patient, "first.c3d", data)
+    await db.execute(
+        "select emgd.complete_job($1, $2, $3::jsonb, $4, $5)",
+        first["job_id"],
+        first["lease_token"],
+        json.dumps(result),
+        sha,
+        len(data),
+    )
+    copy = await _claimed_session(db, patient, "copy.c3d", data)
+
+    async def reuse(version: str, options: dict) -> bool:
+        return await db.fetchval(
+            "select emgd.reuse_results($1, $2, $3, $4, $5, $6::jsonb)",
+            copy["job_id"],
+            copy["lease_token"],
+            sha,
+            len(data),
+            version,
+            json.dumps(options),
+        )
+
+    # Another analysis version or other options must be analysed afresh: nothing is written.
+    assert await reuse("0.0.0-other", OPTIONS) is False
+    assert await reuse(ANALYSIS_VERSION, {"mvc_percentage": 60}) is False
+    assert (
+        await db.fetchval(
+            "select count(*) from public.session_parameters where session_id = $1",
+            copy["session_id"],
+        )
+        == 0
+    )
+
+    assert await reuse(ANALYSIS_VERSION, OPTIONS) is True
+    original = json.loads(await db.fetchval("select emgd.session_result($1)", first["session_id"]))
+    copied = json.loads(await db.fetchval("select emgd.session_result($1)", copy["session_id"]))
+    assert copied["file"].endswith("copy.c3d")
+    assert {k: v for k, v in copied.items() if k != "file"} == {
+        k: v for k, v in original.items() if k != "file"
+    }
+    row = await db.fetchrow(
+        "select s.status, s.content_sha256, j.state from public.sessions s"
+        " join emgd.jobs j on j.session_id = s.id where s.id = $1",
+        copy["session_id"],
+    )
+    assert tuple(row) == ("completed", sha, "succeeded")
+
+
+async def test_a_requeued_session_reuses_its_own_results(db, recording):
+    data, result = recording
+    patient = await dbutil.make_user(db, "patient")
+    sha = hashlib.sha256(data).hexdigest()
+    job = await _claimed_session(db, patient, "again.c3d", data)
+    await db.execute(
+        "select emgd.complete_job($1, $2, $3::jsonb, $4, $5)",
+        job["job_id"],
+        job["lease_token"],
+        json.dumps(result),
+        sha,
+        len(data),
+    )
+    before = json.loads(await db.fetchval("select emgd.session_result($1)", job["session_id"]))
+    assert await db.fetchval("select emgd.requeue($1)", job["session_id"]) == 1
+    again = await db.fetchrow("select * from emgd.claim_jobs($1, 1, 30)", uuid.uuid4())
+    assert again["session_id"] == job["session_id"]
+    reused = await db.fetchval(
+        "select emgd.reuse_results($1, $2, $3, $4, $5, $6::jsonb)",
+        again["job_id"],
+        again["lease_token"],
+        sha,
+        len(data),
+        ANALYSIS_VERSION,
+        json.dumps(OPTIONS),
+    )
+    assert reused is True
+    after = json.loads(await db.fetchval("select emgd.session_result($1)", job["session_id"]))
+    assert after == before
