@@ -309,18 +309,32 @@ class Daemon:
     # -- shutdown -----------------------------------------------------------------------------
 
     async def _drain(self) -> None:
-        tasks = [t for t, _ in self._in_flight.values()]
-        if tasks:
-            log.info("draining", in_flight=len(tasks), grace_s=self.settings.shutdown_grace)
-            _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
-            for task in pending:
-                task.cancel()  # the runner releases its job on cancellation
-            if pending:
-                await asyncio.wait(pending, timeout=5)
+        entries = list(self._in_flight.values())
+        if not entries:
+            return
+        log.info("draining", in_flight=len(entries), grace_s=self.settings.shutdown_grace)
+        _, late = await asyncio.wait([t for t, _ in entries], timeout=self.settings.shutdown_grace)
+        await self._cancel_and_release([(t, j) for t, j in entries if t in late])
 
     async def _release_all(self) -> None:
-        jobs = list(self._in_flight.values())
-        for task, _job in jobs:
+        await self._cancel_and_release(list(self._in_flight.values()))
+
+    async def _cancel_and_release(
+        self, entries: list[tuple[asyncio.Task[str], ClaimedJob]]
+    ) -> None:
+        """Cancel job tasks and hand their jobs back to pending.
+
+        A running task releases its own job when cancelled; a task cancelled before it ever ran
+        never enters its coroutine, so the release is repeated here (it is lease-checked, so a
+        second release of the same claim is a no-op).
+        """
+        for task, _ in entries:
             task.cancel()
-        if jobs:
-            await asyncio.wait([t for t, _ in jobs], timeout=5)
+        if not entries:
+            return
+        await asyncio.wait([t for t, _ in entries], timeout=5)
+        for _, job in entries:
+            try:
+                await self._pool.fetchval(queries.RELEASE_JOB, job.job_id, job.lease_token)
+            except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as exc:
+                log.warning("release_failed", job_id=job.job_id, error=repr(exc))
