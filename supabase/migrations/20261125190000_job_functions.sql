@@ -4,6 +4,17 @@
 -- that lost its lease (killed, paused, partitioned) can never write anything: the check and the write
 -- happen in the same transaction, under the job's row lock.
 
+-- Progress-only transactions (claim, heartbeat, set_stage, a reuse check that found nothing) commit
+-- with synchronous_commit off for their own transaction: they are visible at once but do not wait
+-- for the WAL flush (~4 ms per commit on a small disk: the queue's bottleneck otherwise). A
+-- PostgreSQL crash can lose at most the last fraction of a second of them, and each such loss is a
+-- case the lease already handles: a lost claim leaves the job pending (the worker's lease checks
+-- then fail, so it writes nothing, and another claim runs it); a lost stage or heartbeat only shows
+-- older progress or lets the lease expire sooner. Results (complete_job), failures and releases keep
+-- the synchronous commit, and flushing them makes every earlier progress commit durable too.
+-- The functions the daemon calls per job are plpgsql so their plans are cached per connection
+-- (SQL-language functions with a SET clause are planned again on every call).
+
 -- Claim up to p_limit runnable jobs for p_owner (a UUID per daemon process start).
 -- The MATERIALIZED CTE makes PostgreSQL lock exactly the rows it picked (SKIP LOCKED), instead of
 -- re-evaluating the subquery per joined row.
@@ -21,10 +32,14 @@ returns table (
     patient_id uuid,
     object_size bigint
 )
-language sql
+language plpgsql
 security definer
 set search_path = ''
 as $$
+#variable_conflict use_column
+begin
+    perform set_config('synchronous_commit', 'off', true);
+    return query
     with picked as materialized (
         select j.id
         from emgd.jobs j
@@ -53,6 +68,7 @@ as $$
     join public.sessions s on s.id = c.session_id
     left join storage.objects o on o.bucket_id = s.bucket_id and o.name = s.object_name
     order by c.id;
+end;
 $$;
 
 -- Extend the leases of the jobs this daemon still works on; returns the ids whose lease it still holds
@@ -63,6 +79,7 @@ language sql
 security definer
 set search_path = ''
 as $$
+    select set_config('synchronous_commit', 'off', true);
     update emgd.jobs
     set lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds)
     where id = any (p_job_ids) and lease_owner = p_owner and state = 'running'
@@ -101,14 +118,19 @@ $$;
 -- Lock the job if and only if p_token still holds a live lease on it.
 create or replace function emgd.lock_leased_job(p_job_id bigint, p_token uuid)
 returns emgd.jobs
-language sql
+language plpgsql
 security definer
 set search_path = ''
 as $$
-    select j.* from emgd.jobs j
-    where j.id = p_job_id and j.lease_token = p_token and j.state = 'running'
-      and j.lease_expires_at > clock_timestamp()
+declare
+    j emgd.jobs;
+begin
+    select * into j from emgd.jobs
+    where id = p_job_id and lease_token = p_token and state = 'running'
+      and lease_expires_at > clock_timestamp()
     for update;
+    return j;
+end;
 $$;
 
 -- Record the stage the app shows live (downloading, analysing, saving); false when the lease is lost.
@@ -121,6 +143,7 @@ as $$
 declare
     j emgd.jobs;
 begin
+    perform set_config('synchronous_commit', 'off', true);
     j := emgd.lock_leased_job(p_job_id, p_token);
     if j.id is null then
         return false;
@@ -250,7 +273,10 @@ $$;
 -- Content already analysed with the same analysis version and options is not analysed again:
 -- the results of the session that has them (possibly this very session) are committed through
 -- complete_job, as if just computed. Returns false when there is nothing to reuse or the lease is
--- not ours.
+-- not ours. The index makes that lookup one probe instead of a scan of every session, per job.
+create index if not exists sessions_content_sha256_idx on public.sessions (content_sha256)
+    where content_sha256 is not null;
+
 create or replace function emgd.reuse_results(
     p_job_id bigint, p_token uuid, p_sha256 text, p_size bigint, p_analysis_version text,
     p_processing jsonb
@@ -278,6 +304,7 @@ begin
     order by (s.id = j.session_id) desc, s.processed_at desc
     limit 1;
     if src is null then
+        perform set_config('synchronous_commit', 'off', true);  -- only a row lock was taken
         return false;
     end if;
     return emgd.complete_job(p_job_id, p_token, emgd.session_result(src), p_sha256, p_size);
