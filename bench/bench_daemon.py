@@ -407,14 +407,40 @@ async def phase_latency(dsn, settings_for, tiny, patient, rounds, uploads, gap_s
     }
 
 
-async def phase_throughput(dsn, settings_for, tiny, patient, rounds, jobs, concurrency) -> dict:
+async def sql_profile(conn) -> list[dict[str, Any]]:
+    """Per SQL function (trigger functions included): calls and mean total/self time, from
+    pg_stat_user_functions (``track_functions = all`` on the bench database)."""
+    rows = await conn.fetch(
+        "select schemaname || '.' || funcname as name, calls, total_time, self_time"
+        " from pg_stat_user_functions where calls > 0 order by self_time desc limit 15"
+    )
+    return [
+        {
+            "function": r["name"],
+            "calls": r["calls"],
+            "total_ms_per_call": r["total_time"] / r["calls"],
+            "self_ms_per_call": r["self_time"] / r["calls"],
+            "self_ms_total": r["self_time"],
+        }
+        for r in rows
+    ]
+
+
+async def phase_throughput(
+    dsn, settings_for, tiny, patient, rounds, jobs, concurrency, profile_sql=False
+) -> dict:
     import asyncpg
 
     conn = await asyncpg.connect(dsn)
     out = []
     try:
         await conn.execute(UNMARK_SQL)  # measure the product's triggers only
+        if profile_sql:  # new connections (the daemon's) time every SQL function they call
+            name = await conn.fetchval("select current_database()")
+            await conn.execute(f"alter database \"{name}\" set track_functions = 'all'")
         for r in range(rounds):
+            if profile_sql:
+                await conn.execute("select pg_stat_reset()")
             settings = settings_for(concurrency=concurrency)
             up = Uploader(conn, settings, patient)
             names = [f"{patient}/tp-{concurrency}-{r}-{i}.c3d" for i in range(jobs)]
@@ -451,6 +477,10 @@ async def phase_throughput(dsn, settings_for, tiny, patient, rounds, jobs, concu
                 ids,
             )
             span = (row["last"] - row["first"]).total_seconds()
+            if profile_sql:
+                await asyncio.sleep(0.6)  # exited backends report their counters
+                await conn.execute("select pg_stat_clear_snapshot()")
+                profile = await sql_profile(conn)
             stages = {
                 stage: histogram(metrics, "emgd_job_stage_seconds", f'stage="{stage}"')["mean_s"]
                 for stage in ("download", "save")
@@ -465,6 +495,7 @@ async def phase_throughput(dsn, settings_for, tiny, patient, rounds, jobs, concu
                     "wall_from_ready_s": done - ready,
                     "daemon_start_s": ready - wall,
                     "mean_stage_s": stages,
+                    **({"sql_profile": profile} if profile_sql else {}),
                 }
             )
             print(
@@ -613,7 +644,14 @@ async def run(args) -> int:
                 )
             if "throughput" in phases:
                 report["throughput"] = await phase_throughput(
-                    dsn, settings_for, tiny, patient, args.rounds, args.jobs, args.concurrency
+                    dsn,
+                    settings_for,
+                    tiny,
+                    patient,
+                    args.rounds,
+                    args.jobs,
+                    args.concurrency,
+                    args.profile_sql,
                 )
     finally:
         shutil.rmtree(storage, ignore_errors=True)
@@ -660,6 +698,11 @@ def main() -> int:
     parser.add_argument("--gap", type=float, default=0.02, help="idle seconds between uploads")
     parser.add_argument("--jobs", type=int, default=5000, help="throughput jobs per round")
     parser.add_argument("--concurrency", type=int, default=16, help="throughput job slots")
+    parser.add_argument(
+        "--profile-sql",
+        action="store_true",
+        help="report time per SQL function in the throughput phase (track_functions)",
+    )
     parser.add_argument("--e2e-uploads", type=int, default=30, help="3-minute files per round")
     parser.add_argument("--e2e-warmup", type=int, default=2)
     args = parser.parse_args()
