@@ -265,14 +265,29 @@ async def notifications(
     return queue
 
 
-async def drain(queue: asyncio.Queue[T], *, wait: float = 0.3) -> list[T]:
-    """Everything that arrives within ``wait`` seconds of the last item."""
-    items: list[T] = []
-    while True:
-        try:
-            items.append(await asyncio.wait_for(queue.get(), timeout=wait))
-        except TimeoutError:
-            return items
+async def drain(
+    queue: asyncio.Queue[dict[str, Any]],
+    via: asyncpg.Connection,
+    *,
+    channel: str = "emgd_jobs",
+    timeout: float = 30.0,
+) -> list[dict[str, Any]]:
+    """Every notification committed so far: ``via`` sends a marker on ``channel`` and everything
+    that arrives before it is returned.
+
+    PostgreSQL delivers the notifications of different transactions in commit order, so once the
+    marker (committed after whatever the test did) arrives, nothing the test caused is still on
+    the way: "nothing was notified" is proven, not guessed from a quiet spell, and a slow delivery
+    on a loaded machine is waited for (up to ``timeout``) instead of missed. ``via`` must not be
+    inside a transaction (the marker would wait for its commit).
+    """
+    marker = {"_drain_marker": secrets.token_hex(8)}
+    await via.execute("select pg_notify($1, $2)", channel, json.dumps(marker))
+    items: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while (item := await queue.get()) != marker:
+            items.append(item)
+    return items
 
 
 # --- result rows ------------------------------------------------------------------------------

@@ -133,11 +133,11 @@ async def test_becoming_pending_notifies_other_updates_do_not(db, db_url):
         heard = await notifications(listener)
         await move(db, job, "running")
         await db.execute("update emgd.jobs set attempts = attempts + 1 where id = $1", job)
-        assert await drain(heard) == []
+        assert await drain(heard, db) == []
         await move(db, job, "pending")  # e.g. transient error, back off
-        assert await drain(heard) == [{"job_id": job, "session_id": str(session)}]
+        assert await drain(heard, db) == [{"job_id": job, "session_id": str(session)}]
         await db.execute("update emgd.jobs set run_after = now() where id = $1", job)
-        assert await drain(heard) == []
+        assert await drain(heard, db) == []
     finally:
         await listener.close()
 
@@ -166,7 +166,7 @@ async def run_and_listen(db, db_url, sql: str, *args):
     try:
         heard = await notifications(listener)
         result = await db.fetchval(sql, *args)
-        got = await drain(heard)
+        got = await drain(heard, db)
     finally:
         await listener.close()
     return result, {n["job_id"] for n in got}, len(got)

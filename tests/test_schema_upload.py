@@ -33,7 +33,7 @@ async def test_two_step_upload_makes_one_session_one_job_one_notify(db, db_url):
         obj = await upload_object(
             db, BUCKET, f"{patient}/session1.c3d", user_id=patient, data=b"x" * 123
         )
-        got = await drain(heard)
+        got = await drain(heard, db)
     finally:
         await listener.close()
 
@@ -71,7 +71,7 @@ async def test_rolled_back_test_insert_alone_leaves_nothing(db, db_url):
                 # inside the transaction the trigger did its work, as the uploading user
                 assert await db.fetchval("select count(*) from storage.objects") == 1
                 raise RuntimeError("roll back, as Supabase Storage does")
-        got = await drain(heard)
+        got = await drain(heard, db)
     finally:
         await listener.close()
     assert await counts(db) == (0, 0)
@@ -91,7 +91,7 @@ async def test_non_c3d_objects_are_ignored(db, db_url, name):
     try:
         heard = await notifications(listener)
         await upload_object(db, BUCKET, f"{patient}/{name}", user_id=patient)
-        got = await drain(heard)
+        got = await drain(heard, db)
     finally:
         await listener.close()
     assert await counts(db) == (0, 0)
@@ -143,7 +143,7 @@ async def test_same_version_delivered_again_changes_nothing(db, db_url):
         )
         # and catch-up, which must see this object as handled
         assert await db.fetchval("select emgd.catch_up()") == 0
-        got = await drain(heard)
+        got = await drain(heard, db)
     finally:
         await listener.close()
     assert await counts(db) == (1, 1)
@@ -169,7 +169,7 @@ async def test_overwrite_with_new_version_resets_session_and_job(db, db_url):
     try:
         heard = await notifications(listener)
         second = await upload_object(db, BUCKET, first["name"], user_id=patient, upsert=True)
-        got = await drain(heard)
+        got = await drain(heard, db)
     finally:
         await listener.close()
 
@@ -234,7 +234,7 @@ async def test_catch_up_creates_what_the_trigger_missed(db, db_url):
     try:
         heard = await notifications(listener)
         assert await db.fetchval("select emgd.catch_up()") == 1
-        got = await drain(heard)
+        got = await drain(heard, db)
     finally:
         await listener.close()
     assert await counts(db) == (2, 2)
