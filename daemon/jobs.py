@@ -201,19 +201,20 @@ class JobRunner:
             raise Permanent("the file is empty (0 bytes)")
         sha256 = hashlib.sha256(data).hexdigest()
 
-        if await self._call(
-            queries.REUSE_RESULTS,
+        # identical content already analysed: reuse it; else the stage becomes "analysing"
+        verdict = await self._call(
+            queries.REUSE_OR_STAGE,
             job.job_id,
             job.lease_token,
             sha256,
             len(data),
             self._version,
             json.dumps(self._options),
-        ):
-            return "reused"
-
-        if not await self._stage(job, "analysing", 0.4):
-            return "lease_lost"
+            "analysing",
+            0.4,
+        )
+        if verdict != "staged":
+            return "reused" if verdict == "reused" else "lease_lost"
         t = time.perf_counter()
         result = await self._analyser.analyse(data, name=job.object_name, options=self._options)
         timings["analyse"] = self._observe("analyse", t)

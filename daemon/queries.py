@@ -19,8 +19,9 @@ NEXT_DUE_IN = (
 )
 SET_STAGE = "select emgd.set_stage($1::bigint, $2::uuid, $3::text, $4::real)"
 COMPLETE_JOB = "select emgd.complete_job($1::bigint, $2::uuid, $3::jsonb, $4::text, $5::bigint)"
-REUSE_RESULTS = (
-    "select emgd.reuse_results($1::bigint, $2::uuid, $3::text, $4::bigint, $5::text, $6::jsonb)"
+REUSE_OR_STAGE = (
+    "select emgd.reuse_or_stage($1::bigint, $2::uuid, $3::text, $4::bigint, $5::text, $6::jsonb,"
+    " $7::text, $8::real)"
 )
 FINISH_JOB = (
     "select emgd.finish_job($1::bigint, $2::uuid, $3::text, $4::text,"

@@ -311,6 +311,29 @@ begin
 end;
 $$;
 
+-- The daemon's one call between download and analysis: reuse identical results when there are any
+-- ('reused': the job is complete), else record the next stage ('staged'); 'lease_lost' when the lease
+-- is not ours. One round trip and one commit instead of two for every job.
+create or replace function emgd.reuse_or_stage(
+    p_job_id bigint, p_token uuid, p_sha256 text, p_size bigint, p_analysis_version text,
+    p_processing jsonb, p_stage text, p_progress real default null
+)
+returns text
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+    if emgd.reuse_results(p_job_id, p_token, p_sha256, p_size, p_analysis_version, p_processing) then
+        return 'reused';
+    end if;
+    if emgd.set_stage(p_job_id, p_token, p_stage, p_progress) then
+        return 'staged';
+    end if;
+    return 'lease_lost';
+end;
+$$;
+
 -- End a claimed job without results: p_state is 'failed', 'quarantined' or 'pending' (retry after
 -- p_retry_in). p_crashed counts a worker crash or timeout toward quarantine. False when the lease is lost.
 create or replace function emgd.finish_job(
@@ -390,6 +413,8 @@ revoke all on function emgd.set_stage(bigint, uuid, text, real) from public;
 revoke all on function emgd.complete_job(bigint, uuid, jsonb, text, bigint) from public;
 revoke all on function emgd.reuse_results(bigint, uuid, text, bigint, text, jsonb) from public;
 revoke all on function emgd.session_result(uuid) from public;
+revoke all on function emgd.reuse_or_stage(bigint, uuid, text, bigint, text, jsonb, text, real)
+    from public;
 revoke all on function emgd.finish_job(bigint, uuid, text, text, interval, boolean) from public;
 revoke all on function emgd.release_job(bigint, uuid) from public;
 revoke all on function emgd.queue_depth() from public;
