@@ -459,6 +459,7 @@ async def phase_throughput(
             wall = time.perf_counter()
             async with running_daemon(settings, dsn, NoopAnalyser(tiny)) as _daemon:
                 ready = time.perf_counter()
+                cpu = time.process_time()  # this process runs the daemon (and the bench's poll)
                 while True:
                     left = await conn.fetchval(
                         "select count(*) from emgd.jobs where id = any($1::bigint[])"
@@ -469,6 +470,7 @@ async def phase_throughput(
                         break
                     await asyncio.sleep(0.05)
                 done = time.perf_counter()
+                cpu = time.process_time() - cpu
                 metrics = await scrape(settings.health_port)
             row = await conn.fetchrow(
                 "select count(*) filter (where state = 'succeeded') as ok,"
@@ -495,12 +497,24 @@ async def phase_throughput(
                     "wall_from_ready_s": done - ready,
                     "daemon_start_s": ready - wall,
                     "mean_stage_s": stages,
-                    **({"sql_profile": profile} if profile_sql else {}),
+                    "daemon_cpu_ms_per_job": 1000 * cpu / row["n"],
+                    "daemon_cpu_share_of_one_core": cpu / (done - ready),
+                    **(
+                        {
+                            "sql_self_ms_per_job": sum(p["self_ms_total"] for p in profile)
+                            / row["n"],
+                            "sql_profile": profile,
+                        }
+                        if profile_sql
+                        else {}
+                    ),
                 }
             )
             print(
                 f"# throughput round {r + 1} (concurrency {concurrency}): "
-                f"{out[-1]['jobs_per_s']:.0f} jobs/s",
+                f"{out[-1]['jobs_per_s']:.0f} jobs/s, daemon CPU "
+                f"{out[-1]['daemon_cpu_ms_per_job']:.2f} ms/job"
+                + (f", SQL {out[-1]['sql_self_ms_per_job']:.2f} ms/job" if profile_sql else ""),
                 file=sys.stderr,
                 flush=True,
             )
