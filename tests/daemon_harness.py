@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+import aiohttp
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -246,6 +247,35 @@ def metric(text: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return sample.value
     return 0.0
+
+
+async def wait_metric(
+    port: int,
+    name: str,
+    expected: float,
+    *,
+    timeout: float = 20.0,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """Scrape ``/metrics`` until ``name{labels}`` equals ``expected``; return the last scrape.
+
+    A job's counters move after its commit, so a session can read ``completed`` a moment before
+    ``jobs_finished_total`` counts it: wait for the number instead of reading it once.
+    """
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            got = metric(text, name, **(labels or {}))
+            if got == expected:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{name}{labels or ''} is {got}, not {expected}, after {timeout}s"
+                )
+            await asyncio.sleep(0.05)
 
 
 # --- a connection that cannot LISTEN -----------------------------------------------------------

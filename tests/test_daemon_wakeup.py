@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
-
 from daemon.cmd_upload import upload
 from emg_core.synthetic import ghostly_recording
 from tests import dbutil
@@ -20,23 +18,19 @@ from tests.daemon_harness import (
     metric,
     running_daemon,
     session_for,
+    wait_metric,
     wait_sessions,
 )
 
-IDLE_POLL_S = 30.0  # far longer than any wait below: only a NOTIFY (or the start) can wake it
+# Far longer than any wait below: only a NOTIFY (or the start) can wake the daemon in time.
+IDLE_POLL_S = 60.0
+# Upload to results through a NOTIFY takes ~0.2 s (a few seconds on a loaded CI machine); the
+# bound sits far above that and far below the poll, so only a missed wake-up can break it.
+WAKE_BOUND_S = IDLE_POLL_S / 6
 
 
 def recording(seed: int) -> bytes:
     return ghostly_recording(seed=seed, duration_s=10.0)[0]
-
-
-async def scrape(port: int) -> str:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{port}/metrics") as resp,
-    ):
-        assert resp.status == 200
-        return await resp.text()
 
 
 async def test_notify_wakes_an_idle_daemon_at_once(db_url, tmp_path):
@@ -49,21 +43,25 @@ async def test_notify_wakes_an_idle_daemon_at_once(db_url, tmp_path):
     try:
         async with running_daemon(settings, db_url) as d:
             assert d.daemon.listener.mode == "listening"
-            await asyncio.sleep(0.5)  # let the claim loop settle into its 30-second sleep
+            # let the start-up claim passes (the first one, the one after the catch-up) end, so
+            # the uploads below are claimed on their NOTIFY and not by one of those passes
+            await asyncio.sleep(1.0)
             latencies = []
             for seed in (1, 2):
                 started = time.monotonic()
                 sid = await upload(settings, db_url, recording(seed), patient, f"r{seed}.c3d")
-                await wait_sessions(conn, [sid], timeout=IDLE_POLL_S / 3, daemon=d)
+                await wait_sessions(conn, [sid], timeout=IDLE_POLL_S / 2, daemon=d)
                 latencies.append(time.monotonic() - started)
                 await asyncio.sleep(0.3)
-            text = await scrape(port)
-        assert max(latencies) < 3.0, f"upload to result took {latencies} s with a 30 s poll"
+            text = await wait_metric(
+                port, "emgd_jobs_finished_total", 2, labels={"outcome": "succeeded"}
+            )
+        assert max(latencies) < WAKE_BOUND_S, f"upload to result took {latencies} s"
         assert metric(text, "emgd_notifications_total") >= 2
         assert metric(text, "emgd_notify_to_claim_seconds_count") == 2
-        # a wake-up is a hint handled within milliseconds, not a poll tick
-        assert metric(text, "emgd_notify_to_claim_seconds_bucket", le="0.5") == 2
-        assert metric(text, "emgd_jobs_finished_total", outcome="succeeded") == 2
+        # a wake-up is a hint handled within milliseconds, not a poll tick (1 s: the largest
+        # bucket, far above the typical latency even on a loaded machine)
+        assert metric(text, "emgd_notify_to_claim_seconds_bucket", le="1.0") == 2
     finally:
         await conn.close()
 
@@ -85,11 +83,12 @@ async def test_with_listen_disabled_the_poll_processes_everything(db_url, tmp_pa
                 for seed in (1, 2, 3)
             ]
             rows = await wait_sessions(conn, sids, daemon=d)
-            text = await scrape(port)
+            text = await wait_metric(
+                port, "emgd_jobs_finished_total", 3, labels={"outcome": "succeeded"}
+            )
         assert {r["status"] for r in rows.values()} == {"completed"}
         assert metric(text, "emgd_notifications_total") == 0, "nothing was listening"
         assert metric(text, "emgd_notify_to_claim_seconds_count") == 0
-        assert metric(text, "emgd_jobs_finished_total", outcome="succeeded") == 3
     finally:
         await conn.close()
 
@@ -116,11 +115,12 @@ async def test_a_connection_that_accepts_listen_but_never_delivers_falls_back_to
                 for seed in (1, 2, 3)
             ]
             rows = await wait_sessions(conn, sids, daemon=d)
-            text = await scrape(port)
+            text = await wait_metric(
+                port, "emgd_jobs_finished_total", 3, labels={"outcome": "succeeded"}
+            )
         assert {r["status"] for r in rows.values()} == {"completed"}
         assert proxy.dropped >= 1, "the self-probe (at least) was sent and swallowed"
         assert metric(text, "emgd_notifications_total") == 0
-        assert metric(text, "emgd_jobs_finished_total", outcome="succeeded") == 3
     finally:
         await conn.close()
         await proxy.stop()
@@ -139,11 +139,11 @@ async def test_uploads_made_while_the_daemon_was_down_are_processed_when_it_star
         ]
         waiting = await wait_sessions(conn, sids, statuses=["pending"], timeout=0)
         assert {r["job_state"] for r in waiting.values()} == {"pending"}
-        started = time.monotonic()
         async with running_daemon(settings, db_url) as d:
-            rows = await wait_sessions(conn, sids, timeout=IDLE_POLL_S / 3, daemon=d)
+            # counted from readiness, not from the process start (imports and worker warm-up
+            # take seconds on a loaded machine): only the start's own claim pass is this quick
+            rows = await wait_sessions(conn, sids, timeout=WAKE_BOUND_S, daemon=d)
         assert {r["status"] for r in rows.values()} == {"completed"}
-        assert time.monotonic() - started < IDLE_POLL_S / 3
     finally:
         await conn.close()
 
@@ -163,11 +163,11 @@ async def test_objects_stored_while_the_trigger_was_off_are_found_by_the_catch_u
         assert await conn.fetchval("select count(*) from storage.objects") == 2
         assert await conn.fetchval("select count(*) from public.sessions") == 0
         async with running_daemon(settings, db_url) as d:
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + WAKE_BOUND_S
             while not all(sids := [await session_for(conn, name) for name in names]):
                 assert time.monotonic() < deadline, "the catch-up should create the sessions"
                 await asyncio.sleep(0.02)
-            rows = await wait_sessions(conn, sids, timeout=IDLE_POLL_S / 3, daemon=d)
+            rows = await wait_sessions(conn, sids, timeout=WAKE_BOUND_S, daemon=d)
         assert {r["status"] for r in rows.values()} == {"completed"}
         assert {r["patient_id"] for r in rows.values()} == {patient}
     finally:
