@@ -711,7 +711,7 @@ def main() -> int:
     parser.add_argument("--uploads", type=int, default=200, help="latency uploads per round")
     parser.add_argument("--gap", type=float, default=0.02, help="idle seconds between uploads")
     parser.add_argument("--jobs", type=int, default=5000, help="throughput jobs per round")
-    parser.add_argument("--concurrency", type=int, default=16, help="throughput job slots")
+    parser.add_argument("--concurrency", type=int, default=32, help="throughput job slots")
     parser.add_argument(
         "--profile-sql",
         action="store_true",
