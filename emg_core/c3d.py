@@ -286,6 +286,9 @@ def _parse_value(buf: memoryview, pos: int, end: int, endian: str, dec: bool) ->
             n_strings = 1
             for d in dims[1:]:
                 n_strings *= d
+            # no bytes back these, so the byte-count checks above cannot bound them
+            if n_strings > _MAX_PARAMETER_VALUES:
+                raise ValueError(f"a parameter claims {n_strings} blank strings")
             return [""] * n_strings
         return [
             raw[i : i + width].decode("latin-1").strip(" \x00") for i in range(0, len(raw), width)
