@@ -441,7 +441,8 @@ def _per_channel(value: Any, n: int, default: float) -> np.ndarray:
 
 
 def _strings(value: Any, n: int, fallback: str) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else list(value or [])
+    # only strings name channels: LABELS/UNITS stored as numbers count as absent
+    items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
     items = [str(s).strip() for s in items][:n]
     items += [fallback.format(i + 1) for i in range(len(items), n)]
     return tuple(items)

@@ -705,6 +705,17 @@ KNOWN_HOSTILE: list[tuple[str, Callable[[], bytes], str]] = [
         lambda: edited((b"ANALOG", b"GEN_SCALE", -1, (0, 255, 255, 255, 255), b"")),
         "C3DFormatError",
     ),
+    # labels stored as numbers: truth value of an array (ValueError); now "Analog n" names
+    (
+        "analog-labels-as-int16-numbers",
+        lambda: edited((b"ANALOG", b"LABELS", 2, (3,), i16(1, 2, 3))),
+        "NoEmgChannelsError",
+    ),
+    (
+        "analog-units-as-an-empty-float-array",
+        lambda: edited((b"ANALOG", b"UNITS", 4, (0,), b"")),
+        "ok",
+    ),
 ]
 
 
