@@ -409,12 +409,15 @@ def _frame_count(header: dict[str, Any], params: dict[str, dict[str, Any]]) -> i
     start, end = trial.get("ACTUAL_START_FIELD"), trial.get("ACTUAL_END_FIELD")
     if isinstance(start, np.ndarray) and isinstance(end, np.ndarray) and start.size and end.size:
         # two 16-bit words (low, high) make one 32-bit frame number, for files > 65535 frames
-        def join(words: np.ndarray) -> int:
-            w = [int(v) & 0xFFFF for v in words.ravel()[:2]] + [0]
+        def join(words: np.ndarray) -> int | None:
+            head = words.ravel()[:2]
+            if not np.all(np.isfinite(head)):  # float words can be NaN or infinite
+                return None
+            w = [int(v) & 0xFFFF for v in head] + [0]
             return w[0] + (w[1] << 16)
 
         first, last = join(start), join(end)
-        if last >= first >= 0:
+        if first is not None and last is not None and last >= first >= 0:
             return last - first + 1
     long_frames = _first_number(params.get("POINT", {}).get("LONG_FRAMES"))
     if long_frames and long_frames > 0:
@@ -427,8 +430,9 @@ def _frame_count(header: dict[str, Any], params: dict[str, dict[str, Any]]) -> i
     frames_param = params.get("POINT", {}).get("FRAMES")
     if isinstance(frames_param, np.ndarray) and frames_param.size:
         value = frames_param.ravel()[0]
-        as_count = int(value) if frames_param.dtype.kind == "f" else int(value) & 0xFFFF
-        counted = max(counted, as_count)
+        if np.isfinite(value):  # a NaN or infinite float count says nothing
+            as_count = int(value) if frames_param.dtype.kind == "f" else int(value) & 0xFFFF
+            counted = max(counted, as_count)
     return counted
 
 

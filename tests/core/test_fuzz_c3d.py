@@ -716,6 +716,26 @@ KNOWN_HOSTILE: list[tuple[str, Callable[[], bytes], str]] = [
         lambda: edited((b"ANALOG", b"UNITS", 4, (0,), b"")),
         "ok",
     ),
+    # frame counts stored as NaN/infinite floats: int(nan) raised ValueError/OverflowError;
+    # now ignored, so the header's count (the right one here) stands
+    ("point-frames-float-nan", lambda: edited((b"POINT", b"FRAMES", 4, (), f32(NAN))), "ok"),
+    ("point-frames-float-inf", lambda: edited((b"POINT", b"FRAMES", 4, (), f32(INF))), "ok"),
+    (
+        "trial-actual-start-field-float-nan",
+        lambda: edited(
+            (b"TRIAL", b"ACTUAL_START_FIELD", 4, (2,), f32(NAN, 0)),
+            (b"TRIAL", b"ACTUAL_END_FIELD", 4, (2,), f32(100, 0)),
+        ),
+        "ok",
+    ),
+    (
+        "trial-actual-end-field-float-inf",
+        lambda: edited(
+            (b"TRIAL", b"ACTUAL_START_FIELD", 2, (2,), i16(1, 0)),
+            (b"TRIAL", b"ACTUAL_END_FIELD", 4, (2,), f32(-INF, INF)),
+        ),
+        "ok",
+    ),
 ]
 
 
