@@ -49,8 +49,10 @@ def echo(data: bytes, name: str, options: dict) -> dict:
 
 
 def sleep(data: bytes, name: str, options: dict) -> dict:
+    # CLOCK_MONOTONIC is system-wide: the caller can compare these with its own and each other's
+    started = time.monotonic()
     time.sleep(float(options.get("seconds", 0.2)))
-    return {"name": name, "pid": os.getpid()}
+    return {"name": name, "pid": os.getpid(), "started": started, "ended": time.monotonic()}
 
 
 def segfault(data: bytes, name: str, options: dict) -> dict:

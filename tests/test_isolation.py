@@ -23,6 +23,7 @@ from daemon.isolation import (
     WorkerCrashed,
     WorkerTimeout,
 )
+from tests.core.helpers import vendor_file
 
 T = "tests.isolation_targets"
 
@@ -106,7 +107,6 @@ async def test_death_by_signal_is_named(one, sig, text):
 
 
 async def test_numpy_allocation_beyond_the_limit_costs_one_job():
-    pytest.importorskip("numpy")
     p = AnalysisPool(1, timeout_s=10, memory_mb=512, target=f"{T}:dispatch", preload=("numpy",))
     await p.start()
     try:
@@ -118,7 +118,9 @@ async def test_numpy_allocation_beyond_the_limit_costs_one_job():
 
 
 async def test_event_loop_stays_responsive_during_a_hang():
-    p = pool(1, timeout_s=1.0)
+    # A loop blocked by the hang would show one gap of the whole 2 s timeout; a loaded machine
+    # only stretches the 10 ms ticks somewhat, so the bound sits at half the timeout.
+    p = pool(1, timeout_s=2.0)
     await p.start()
     gaps: list[float] = []
 
@@ -135,31 +137,34 @@ async def test_event_loop_stays_responsive_during_a_hang():
         started = time.monotonic()
         with pytest.raises(WorkerTimeout):
             await p.analyse(b"x", name="x", options={"do": "hang"})
-        assert 0.9 < time.monotonic() - started < 2.0
+        elapsed = time.monotonic() - started
+        # never early; the upper bound only tells "the timeout fired" from "hung for good"
+        assert 1.9 < elapsed < 20.0, elapsed
     finally:
         ticker.cancel()
         await p.close()
-    assert len(gaps) > 50
-    assert max(gaps) < 0.1, f"event loop stalled for {max(gaps) * 1000:.0f} ms"
+    assert sum(gaps) > 1.9, "the ticker must have run through the whole hang"
+    assert max(gaps) < 1.0, f"event loop stalled for {max(gaps) * 1000:.0f} ms"
 
 
 async def test_jobs_run_concurrently_up_to_the_pool_size():
-    p = pool(2)
+    p = pool(2, timeout_s=30.0)
     await p.start()
     try:
-        started = time.monotonic()
         results = await asyncio.gather(
             *(
-                p.analyse(b"x", name=str(i), options={"do": "sleep", "seconds": 0.4})
+                p.analyse(b"x", name=str(i), options={"do": "sleep", "seconds": 1.0})
                 for i in range(4)
             )
         )
-        elapsed = time.monotonic() - started
-        assert [r["name"] for r in results] == ["0", "1", "2", "3"]
-        assert len({r["pid"] for r in results}) == 2
-        assert 0.75 < elapsed < 1.5, elapsed  # two rounds of two, not four in a row
     finally:
         await p.close()
+    assert [r["name"] for r in results] == ["0", "1", "2", "3"]
+    assert len({r["pid"] for r in results}) == 2
+    # From the workers' own clocks, not a wall-clock total a loaded machine can stretch: two
+    # jobs overlap (both workers busy at once), never three (the pool size is the limit).
+    running_at = [sum(o["started"] <= r["started"] < o["ended"] for o in results) for r in results]
+    assert max(running_at) == 2, running_at
 
 
 async def test_a_crash_does_not_disturb_a_neighbour_job():
@@ -250,19 +255,13 @@ def test_workers_die_with_a_killed_daemon():
 
 
 async def test_default_target_analyses_a_real_c3d_file():
-    pytest.importorskip("emg_core.analysis", reason="emg_core.analysis not written yet")
-    path = Path("/work/shared/c3d/Vicon.c3d")
-    if not path.exists():
-        pytest.skip("shared C3D samples absent")
+    path = vendor_file("Vicon.c3d")
     p = AnalysisPool(1, timeout_s=60, memory_mb=2048)
     await p.start()
     try:
-        try:
-            result = await p.analyse(path.read_bytes(), name="p/Vicon.c3d", options={})
-        except AnalysisRejected as exc:  # a non-GHOSTLY file may be rejected, readably
-            assert exc.code != "internal_error", exc
-        else:
-            assert isinstance(result, dict) and result
+        # emg_core analyses this vendor file (tests/core/test_c3d.py): so must the pool
+        result = await p.analyse(path.read_bytes(), name="p/Vicon.c3d", options={})
+        assert result["file"].endswith("Vicon.c3d") and result["channels"]
         with pytest.raises(AnalysisRejected):
             await p.analyse(b"not a c3d file", name="p/junk.c3d", options={})
         # damaged copies: each is analysed or rejected readably, none takes the worker down
