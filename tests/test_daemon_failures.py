@@ -10,7 +10,6 @@ import json
 import os
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from daemon.cmd_upload import upload
 from daemon.isolation import analyze_to_dict
 from emg_core.synthetic import c3d_bytes, ghostly_recording
 from tests import dbutil
+from tests.core.helpers import VENDOR_DIR
 from tests.daemon_harness import (
     BUCKET,
     MISBEHAVE_TARGET,
@@ -31,7 +31,7 @@ from tests.daemon_harness import (
 )
 from tests.isolation_targets import CRASH_MARKER
 
-VICON = Path("/work/shared/c3d/Vicon.c3d")
+VICON = VENDOR_DIR / "Vicon.c3d"
 
 
 def recording(seed: int, duration_s: float = 10.0) -> bytes:

@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-VENDOR_DIR = Path("/work/shared/c3d")
+# The shared folder sits beside the repository (../shared/c3d), on a workstation (/work/main next
+# to /work/shared) and in CI alike; a fixed absolute path would skip every vendor test wherever the
+# checkout lives somewhere else.
+VENDOR_DIR = Path(__file__).resolve().parents[3] / "shared" / "c3d"
 
 
 def vendor_file(name: str) -> Path:
