@@ -30,7 +30,8 @@ class Ready:
 
 @pytest.fixture
 async def served():
-    metrics, ready, ticker = Metrics(), Ready(), Ticker(max_age=0.3)
+    # max_age far above a loaded machine's request time; the livez test shortens it itself
+    metrics, ready, ticker = Metrics(), Ready(), Ticker(max_age=5.0)
     server = HealthServer(
         "127.0.0.1",
         0,
@@ -55,9 +56,11 @@ async def test_livez_follows_the_main_loop_tick(served):
     http, _, _, ticker = served
     status, body = await get(http, "/livez")
     assert status == 200 and body["status"] == "alive" and "main_loop_tick_age_s" in body
-    await asyncio.sleep(0.4)  # main loop stopped ticking
+    ticker.max_age = 0.2
+    await asyncio.sleep(0.3)  # main loop stopped ticking for longer than max_age, surely
     status, body = await get(http, "/livez")
-    assert status == 503 and body["status"] == "dead" and body["main_loop_tick_age_s"] > 0.3
+    assert status == 503 and body["status"] == "dead" and body["main_loop_tick_age_s"] > 0.2
+    ticker.max_age = 5.0
     ticker.tick()
     assert (await get(http, "/livez"))[0] == 200
 
@@ -83,11 +86,12 @@ async def test_readyz_and_healthz_report_reasons(served):
 
 async def test_a_hanging_or_failing_readiness_check_is_not_ready(served):
     http, _, ready, _ = served
-    ready.delay = 2.0
+    ready.delay = 10.0
     started = time.monotonic()
     status, body = await get(http, "/readyz")
     assert status == 503 and "took over 0.3 s" in body["readiness"]
-    assert time.monotonic() - started < 1.5
+    # answered at the 0.3 s timeout, not after the 10 s check (a loaded machine adds seconds)
+    assert time.monotonic() - started < 5.0
     ready.delay, ready.error = 0.0, ConnectionRefusedError("database down")
     status, body = await get(http, "/readyz")
     assert status == 503 and body["readiness"] == "ConnectionRefusedError: database down"
@@ -140,9 +144,9 @@ async def test_health_answers_while_the_loop_runs_other_work(served):
 
     tasks = [asyncio.create_task(busy()) for _ in range(5)]
     try:
-        started = time.monotonic()
-        assert (await get(http, "/livez"))[0] == 200
-        assert time.monotonic() - started < 0.5
+        # a loop the busy tasks starved would never answer; how fast it answers is the
+        # machine's business (timed in benchmarks, not here)
+        assert (await asyncio.wait_for(get(http, "/livez"), 10))[0] == 200
     finally:
         for t in tasks:
             t.cancel()
