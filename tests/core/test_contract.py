@@ -6,13 +6,13 @@ import json
 import pickle
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import emg_core
 from emg_core import ANALYSIS_VERSION, AnalysisOptions, InvalidOptionsError, analyze
+from emg_core.c3d import read_c3d
 from emg_core.results import ChannelResult, Contraction
 from emg_core.synthetic import ghostly_recording
 
@@ -96,9 +96,9 @@ def test_path_and_bytes_give_the_same_result(tmp_path):
     assert from_path.channels == analyze(content, name=truth.file_name).channels
 
 
-def test_synthetic_three_minute_recording_is_generated_well_under_a_second():
-    start = time.perf_counter()
-    _content, truth = ghostly_recording(seed=1, duration_s=180, rate=990)
-    elapsed = time.perf_counter() - start
+def test_synthetic_three_minute_recording_has_the_length_asked_for():
+    # How fast it is generated is a benchmark's question, not a test's (CI machines are loaded).
+    content, truth = ghostly_recording(seed=1, duration_s=180, rate=990)
     assert truth.duration_s == pytest.approx(180.0)
-    assert elapsed < 0.8, f"{elapsed:.2f} s"
+    assert truth.n_samples == 180 * 990
+    assert read_c3d(content).n_samples == truth.n_samples
