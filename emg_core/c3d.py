@@ -496,7 +496,8 @@ def force_plate_channels(c3d: C3DFile) -> set[int]:
     value = c3d.param("FORCE_PLATFORM", "CHANNEL")
     if not isinstance(value, np.ndarray) or not value.size:
         return set()
-    return {int(v) - 1 for v in value.ravel() if 1 <= int(v) <= c3d.n_channels}
+    # float channel numbers can be NaN or infinite: those name no channel
+    return {int(v) - 1 for v in value.ravel() if np.isfinite(v) and 1 <= int(v) <= c3d.n_channels}
 
 
 def discover_emg(c3d: C3DFile, include: str | None = None) -> EmgSelection:

@@ -736,6 +736,12 @@ KNOWN_HOSTILE: list[tuple[str, Callable[[], bytes], str]] = [
         ),
         "ok",
     ),
+    # force-plate channel numbers as NaN/infinite floats: int(nan) raised ValueError
+    (
+        "force-platform-channel-float-nan-inf",
+        lambda: edited((b"FORCE_PLATFORM", b"CHANNEL", 4, (3,), f32(NAN, INF, 3))),
+        "ok",
+    ),
 ]
 
 
