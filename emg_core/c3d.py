@@ -375,7 +375,7 @@ def _open_data(
     fmt = analog.get("FORMAT")
     if not is_float and isinstance(fmt, str) and fmt.strip().upper() == "UNSIGNED":
         sample_dtype = np.dtype(endian + "u2")
-    if dec:
+    if dec and is_float:  # DEC integer samples are plain little-endian int16
         sample_dtype = np.dtype("<f4")
     frames = np.frombuffer(buf, dtype=sample_dtype, count=n_frames * frame_words, offset=offset)
     frames = frames.reshape(n_frames, frame_words)
@@ -400,7 +400,7 @@ def _open_data(
         _raw=raw,
         _scale=ch_scale,
         _offset=ch_offset,
-        _dec=dec,
+        _dec=dec and is_float,
     )
 
 

@@ -28,11 +28,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from emg_core import EmgError, SessionResult, analyze
+from emg_core.c3d import read_c3d
 from emg_core.synthetic import ghostly_recording
 
 from .helpers import VENDOR_DIR
@@ -751,3 +753,39 @@ KNOWN_HOSTILE: list[tuple[str, Callable[[], bytes], str]] = [
 )
 def test_known_hostile_input(build, outcome):
     assert check(build()) == outcome
+
+
+def to_dec(ieee: bytes) -> bytes:
+    """IEEE little-endian float32 bytes as DEC (VAX F) floats: 4x the value, halves swapped."""
+    u = (np.frombuffer(ieee, "<f4") * np.float32(4)).view("<u4")
+    return ((u >> np.uint32(16)) | (u << np.uint32(16))).astype("<u4").tobytes()
+
+
+def integer_recording(processor: int) -> bytes:
+    """The 1-s synthetic recording stored as int16 samples (POINT:SCALE > 0), Intel or DEC."""
+    name = "ghostly-1s-1000Hz"
+    original, layout = source(name), _layout(name)
+    rec = read_c3d(original)
+    step = 1e-7  # volts per bit
+    samples = np.round(rec.channels(range(rec.n_channels)).T / step)
+    assert np.abs(samples).max() < 2**15
+    entries = set_param(layout.entries, b"POINT", b"SCALE", 4, (), f32(1.0))
+    entries = set_param(entries, b"ANALOG", b"SCALE", 4, (4,), f32(*[step] * 4))
+    if processor == 85:
+        entries = [
+            dataclasses.replace(x, data=to_dec(x.data)) if x.gid > 0 and x.dtype == 4 else x
+            for x in entries
+        ]
+    content = bytearray(rebuild(original, layout, entries, fix_data_start=True))
+    content[layout.param_start + 3] = processor
+    data_at = (struct.unpack_from("<H", content, 16)[0] - 1) * 512
+    return bytes(content[:data_at]) + samples.astype("<i2").tobytes()
+
+
+def test_dec_integer_samples_read_like_intel_ones():
+    """DEC files with int16 samples were read as VAX floats of twice the size: a ValueError
+    ('buffer is smaller than requested size') or garbage. Their samples are plain int16."""
+    intel, dec = integer_recording(84), integer_recording(85)
+    assert check(intel) == "ok" and check(dec) == "ok"
+    assert read_c3d(dec).processor == "dec"
+    assert analyze(dec).to_dict() == analyze(intel).to_dict()
