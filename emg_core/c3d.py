@@ -279,8 +279,10 @@ def _parse_value(buf: memoryview, pos: int, end: int, endian: str, dec: bool) ->
         raise ValueError("parameter data run past the section")
     raw = bytes(buf[data : data + size])
     if dtype == -1:
+        # NUL pads C strings; inside one it is damage, and PostgreSQL text and jsonb refuse it
+        raw = raw.replace(b"\x00", b" ")
         if ndim <= 1:
-            return raw.decode("latin-1").rstrip(" \x00")
+            return raw.decode("latin-1").rstrip(" ")
         width = dims[0]
         if width == 0:  # zero-width strings: as many blanks as the other dimensions say
             n_strings = 1
@@ -290,9 +292,7 @@ def _parse_value(buf: memoryview, pos: int, end: int, endian: str, dec: bool) ->
             if n_strings > _MAX_PARAMETER_VALUES:
                 raise ValueError(f"a parameter claims {n_strings} blank strings")
             return [""] * n_strings
-        return [
-            raw[i : i + width].decode("latin-1").strip(" \x00") for i in range(0, len(raw), width)
-        ]
+        return [raw[i : i + width].decode("latin-1").strip(" ") for i in range(0, len(raw), width)]
     if dtype == 1:
         arr = np.frombuffer(raw, dtype=np.int8).astype(np.int64)
     elif dtype == 2:

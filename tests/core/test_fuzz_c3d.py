@@ -747,6 +747,20 @@ KNOWN_HOSTILE: list[tuple[str, Callable[[], bytes], str]] = [
 ]
 
 
+def test_nul_inside_file_strings_never_reaches_the_result():
+    """A NUL inside a label or the game's text (INFO:THERAPIST_ID = b"T\\x00\\x01\\xff") made a
+    result PostgreSQL refuses (text and jsonb hold no NUL): the job failed at commit time."""
+    labels = b"".join(s.ljust(8) for s in (b"EMG\x001", b"EMG 2\x00\x00", b"Fz\x00\x00", b"Fx"))
+    content = edited(
+        (b"ANALOG", b"LABELS", -1, (8, 4), labels),
+        (b"INFO", b"THERAPIST_ID", -1, (4,), b"T\x00\x01\xff"),
+    )
+    assert check(content) == "ok"
+    result = analyze(content)
+    assert [ch.name for ch in result.channels] == ["EMG 1", "EMG 2"]
+    assert result.metadata.therapist_id == "T \x01\xff"
+
+
 @pytest.mark.parametrize(
     ("build", "outcome"),
     [pytest.param(build, outcome, id=case) for case, build, outcome in KNOWN_HOSTILE],
