@@ -385,7 +385,7 @@ def _open_data(
     gen_scale = _first_number(analog.get("GEN_SCALE")) or 1.0
     ch_scale = _per_channel(analog.get("SCALE"), n_analog, 1.0) * gen_scale
     ch_offset = _per_channel(analog.get("OFFSET"), n_analog, 0.0)
-    labels = _strings(analog.get("LABELS"), n_analog, "Analog {}")
+    labels = _unique(_strings(analog.get("LABELS"), n_analog, "Analog {}"))
     units = _strings(analog.get("UNITS"), n_analog, "")
     descriptions = _strings(analog.get("DESCRIPTIONS"), n_analog, "")
     rate = float(analog_rate) if analog_rate and analog_rate > 0 else float("nan")
@@ -434,6 +434,25 @@ def _frame_count(header: dict[str, Any], params: dict[str, dict[str, Any]]) -> i
             as_count = int(value) if frames_param.dtype.kind == "f" else int(value) & 0xFFFF
             counted = max(counted, as_count)
     return counted
+
+
+def _unique(labels: tuple[str, ...]) -> tuple[str, ...]:
+    """Repeated labels become ``"EMG 1 (2)"``, ``"EMG 1 (3)"``: results are keyed by label.
+
+    One result row per channel name (``unique(session_id, name)``), so two channels called
+    ``EMG 1`` would make a result that cannot be stored.
+    """
+    used: set[str] = set()
+    last: dict[str, int] = {}  # last suffix tried per label: linear even for 65535 repeats
+    out = []
+    for label in labels:
+        name = label
+        while name in used:
+            last[label] = last.get(label, 1) + 1
+            name = f"{label} ({last[label]})".strip()
+        used.add(name)
+        out.append(name)
+    return tuple(out)
 
 
 def _per_channel(value: Any, n: int, default: float) -> np.ndarray:

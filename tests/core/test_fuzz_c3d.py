@@ -803,3 +803,15 @@ def test_dec_integer_samples_read_like_intel_ones():
     assert check(intel) == "ok" and check(dec) == "ok"
     assert read_c3d(dec).processor == "dec"
     assert analyze(dec).to_dict() == analyze(intel).to_dict()
+
+
+def test_repeated_labels_are_told_apart():
+    """ANALOG:LABELS ['EMG 1', 'EMG 1', 'EMG 1 (2)', 'Fx'] gave two channels named 'EMG 1':
+    a result that cannot be stored (one session_parameters row per session and name)."""
+    labels = b"".join(s.ljust(9) for s in (b"EMG 1", b"EMG 1", b"EMG 1 (2)", b"Fx"))
+    result = analyze(edited((b"ANALOG", b"LABELS", -1, (9, 4), labels)))
+    assert [ch.name for ch in result.channels] == ["EMG 1", "EMG 1 (2)", "EMG 1 (2) (2)"]
+    many = b"EMG 1" * 4
+    assert read_c3d(edited((b"ANALOG", b"LABELS", -1, (5, 4), many))).labels == (
+        "EMG 1", "EMG 1 (2)", "EMG 1 (3)", "EMG 1 (4)",
+    )  # fmt: skip
