@@ -208,12 +208,16 @@ class Daemon:
             free = s.concurrency - len(self._in_flight)
             claimed = 0
             if free > 0:
+                claim = asyncio.ensure_future(
+                    self._pool.fetch(queries.CLAIM_JOBS, self.owner, free, s.lease_seconds)
+                )
                 try:
-                    rows = await self._pool.fetch(
-                        queries.CLAIM_JOBS, self.owner, free, s.lease_seconds
-                    )
+                    rows = await asyncio.shield(claim)
                     self._db_ok()
                     failures = 0
+                except asyncio.CancelledError:
+                    await self._hand_back(claim)
+                    raise
                 except TRANSIENT_DB_ERRORS as exc:
                     failures += 1
                     log.warning("claim_failed", error=repr(exc), consecutive=failures)
@@ -227,6 +231,20 @@ class Daemon:
                 continue  # the queue may hold more: claim again before sleeping
             await self._sleep(await self._idle_wait(free, claimed))
         await self._drain()
+
+    async def _hand_back(self, claim: asyncio.Future[list[Any]]) -> None:
+        """Release what a claim cancelled in flight took (a side task died mid-claim).
+
+        The server may commit the claim after the client stopped waiting for it: its jobs are in
+        no in-flight map, so nothing else would release them before their leases expired.
+        """
+        try:
+            rows = await claim
+        except (Exception, asyncio.CancelledError):
+            return  # the claim failed or was abandoned: it took nothing we know of
+        for row in rows:
+            with contextlib.suppress(*TRANSIENT_DB_ERRORS, asyncpg.PostgresError):
+                await self._pool.fetchval(queries.RELEASE_JOB, row["job_id"], row["lease_token"])
 
     async def _idle_wait(self, free: int, claimed: int) -> float:
         """How long to sleep: the poll interval, or less when a retry comes due before it."""
