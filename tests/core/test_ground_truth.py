@@ -47,11 +47,13 @@ def test_contractions_longer_than_the_maximum_are_split_in_two():
         seed=5, duration_s=60, rate=1000, burst_s=(12.0, 14.0), gap_s=(2.0, 3.0), snr_db=35
     )
     result = analyze(content)
+    assert [c.name for c in result.channels] == list(truth.channels)  # the loops run over both
     for channel in result.channels:
         # every true burst is longer than the 10 s maximum, so each comes out in two pieces
         assert channel.contractions_total == 2 * len(truth.bursts_for(channel.name))
         assert max(c.duration_ms for c in channel.contractions) <= 10_000.0
     merged = analyze(content, options=AnalysisOptions(max_contraction_ms=60_000))
+    assert [c.name for c in merged.channels] == list(truth.channels)
     for channel in merged.channels:
         assert channel.contractions_total == len(truth.bursts_for(channel.name))
 
@@ -69,6 +71,7 @@ def test_given_mvc_classifies_intensity_and_duration_against_truth():
     )
     mvc = {label: truth.mvc[label] for label in truth.channels}
     result = analyze(content, options=AnalysisOptions(mvc=mvc, mvc_percentage=75))
+    assert [c.name for c in result.channels] == list(truth.channels)  # the loop runs over both
     for channel in result.channels:
         assert channel.mvc_method == "given"
         assert channel.mvc_value == pytest.approx(truth.mvc[channel.name])
@@ -86,6 +89,7 @@ def test_given_mvc_classifies_intensity_and_duration_against_truth():
 def test_estimated_mvc_is_near_the_strongest_plateau():
     content, truth = ghostly_recording(seed=8, duration_s=60, rate=2000, snr_db=40)
     result = analyze(content)
+    assert [c.name for c in result.channels] == list(truth.channels)  # the loop runs over both
     for channel in result.channels:
         strongest = max(b.amplitude for b in truth.bursts_for(channel.name))
         assert channel.mvc_method == "estimated_best_500ms"
@@ -96,6 +100,7 @@ def test_estimated_mvc_is_near_the_strongest_plateau():
 def test_activated_channel_is_a_hint_with_an_agreement_score():
     content, truth = ghostly_recording(seed=4, duration_s=90, rate=990, snr_db=35)
     result = analyze(content)
+    assert [c.name for c in result.channels] == list(truth.channels)  # the loop runs over both
     for channel in result.channels:
         assert channel.activation_agreement is not None
         assert 0.5 <= channel.activation_agreement <= 1.0

@@ -110,13 +110,16 @@ def test_per_contraction_spectra_and_channel_fatigue_through_analyze():
     from emg_core import analyze
     from emg_core.synthetic import ghostly_recording
 
-    content, _ = ghostly_recording(seed=2, duration_s=60, rate=2000, snr_db=40)
+    content, truth = ghostly_recording(seed=2, duration_s=60, rate=2000, snr_db=40)
     result = analyze(content)
+    # the loops below assert nothing over an empty list: pin what they run over
+    assert [c.name for c in result.channels] == list(truth.channels)
     for channel in result.channels:
         # the generator's EMG is white noise through a 30-250 Hz band-pass: MPF near 145 Hz
         assert 110 < channel.mpf_hz < 180
         assert channel.mdf_hz < channel.mpf_hz  # right-skewed EMG spectrum
         assert channel.fi_nsm5 > 0
+        assert len(channel.contractions) == len(truth.bursts_for(channel.name)) > 0
         for c in channel.contractions:
             assert 90 < c.mpf_hz < 200
             assert 20 <= c.mdf_hz <= 450
