@@ -5,13 +5,13 @@ Files come from tablets and users, so hostile bytes are ordinary input. Whatever
 the columns need them, rates in [0, 1]) or raise an ``EmgError`` with a readable sentence: never
 another exception, never a hang, never a multi-GB allocation.
 
-Inputs: small synthetic GHOSTLY recordings and, when /work/shared/c3d is mounted, the three
+Inputs: small synthetic GHOSTLY recordings and, when the shared C3D folder is mounted, the three
 vendor files. Mutations: byte flips, truncations at the format's boundaries, extreme values in
-header and parameter fields, damaged parameter records, and rebuilt parameter sections with
-missing, duplicated or retyped groups and parameters.
+header and parameter fields, damaged parameter records, rebuilt parameter sections with missing,
+duplicated or retyped groups and parameters, and runs of extreme samples.
 
-The default run is short (``FUZZ_EXAMPLES`` per test and input); ``EMGD_FUZZ_EXAMPLES=2000``
-runs a long session.
+The default run is short (``FUZZ_EXAMPLES`` = 10 per test and input, 350 in all, a few seconds);
+``EMGD_FUZZ_EXAMPLES=300`` runs a long session (~10,000 examples, a few minutes).
 """
 
 from __future__ import annotations
@@ -24,13 +24,15 @@ import math
 import os
 import signal
 import struct
+import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emg_core import EmgError, SessionResult, analyze
@@ -582,6 +584,29 @@ def parameter_sections(original: bytes, layout: Layout) -> st.SearchStrategy[byt
     return strategy()
 
 
+def samples(original: bytes, layout: Layout) -> st.SearchStrategy[bytes]:
+    """Runs of extreme float32 samples (all inputs store floats): overflow, denormals, steps."""
+    n_words = (len(original) - layout.data_start) // 4
+
+    @st.composite
+    def strategy(draw) -> bytes:
+        out, recipe = bytearray(original), []
+        for _ in range(draw(st.integers(1, 3))):
+            first = draw(st.integers(0, n_words - 1))
+            count = draw(st.sampled_from([1, 2, 7, 100, 1000, n_words]))
+            stride = draw(st.sampled_from([1, 2, 3, 4]))
+            value = draw(st.sampled_from(EXTREME_FLOATS))
+            alternate = draw(st.booleans())  # +v, -v, ...: the largest swing a filter can see
+            for k, word in enumerate(range(first, min(first + count * stride, n_words), stride)):
+                v = -value if alternate and k % 2 else value
+                struct.pack_into(layout.endian + "f", out, layout.data_start + 4 * word, v)
+            recipe.append(f"samples from word {first}, {count} every {stride} = {value}")
+            recipe[-1] += " alternating" if alternate else ""
+        return mutated(out, recipe)
+
+    return strategy()
+
+
 MUTATIONS: dict[str, Callable[[bytes, Layout], st.SearchStrategy[bytes]]] = {
     "byte_flips": byte_flips,
     "truncation": truncations,
@@ -589,6 +614,7 @@ MUTATIONS: dict[str, Callable[[bytes, Layout], st.SearchStrategy[bytes]]] = {
     "parameter_values": parameter_values,
     "parameter_records": parameter_records,
     "parameter_sections": parameter_sections,
+    "samples": samples,
 }
 
 
@@ -670,6 +696,68 @@ def check(content: bytes) -> str:
             return type(err).__name__
     assert_storable(result)
     return "ok"
+
+
+# --------------------------------------------------------------------------------------------
+# the fuzz tests
+
+
+@pytest.fixture(autouse=True, scope="module")
+def address_space_cap():
+    """A runaway allocation becomes a MemoryError (a failure here) instead of the OOM killer.
+
+    The machine is shared: the cap is this process's current size plus 2 GB, lifted afterwards.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    try:
+        with open("/proc/self/status") as status:
+            size = next(int(ln.split()[1]) * 1024 for ln in status if ln.startswith("VmSize:"))
+    except (OSError, StopIteration):  # not Linux: no cap, the tests still run
+        yield
+        return
+    cap = size + 2 * 1024**3
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def fuzz_test(mutation: str):
+    @pytest.mark.parametrize("name", SOURCES)
+    @FUZZ
+    @given(data=st.data())
+    def test(name, data):
+        original = source(name)
+        layout = _layout(name)
+        check(data.draw(MUTATIONS[mutation](original, layout), label=mutation))
+
+    test.__name__ = f"test_fuzz_{mutation}"
+    test.__doc__ = f"{mutation.replace('_', ' ')}: a result or a readable EmgError, nothing else"
+    return test
+
+
+test_fuzz_byte_flips = fuzz_test("byte_flips")
+test_fuzz_truncation = fuzz_test("truncation")
+test_fuzz_header_fields = fuzz_test("header_fields")
+test_fuzz_parameter_values = fuzz_test("parameter_values")
+test_fuzz_parameter_records = fuzz_test("parameter_records")
+test_fuzz_parameter_sections = fuzz_test("parameter_sections")
+test_fuzz_samples = fuzz_test("samples")
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_inputs_analyse_cleanly_and_rebuild_identically(name):
+    """The fuzz starts from good files, and the rebuilder alone changes nothing."""
+    original = source(name)
+    layout = _layout(name)
+    assert check(original) == "ok"
+    same = rebuild(original, layout, layout.entries, fix_data_start=True)
+    assert analyze(same).to_dict() == analyze(original).to_dict()
 
 
 # --------------------------------------------------------------------------------------------
@@ -815,3 +903,55 @@ def test_repeated_labels_are_told_apart():
     assert read_c3d(edited((b"ANALOG", b"LABELS", -1, (5, 4), many))).labels == (
         "EMG 1", "EMG 1 (2)", "EMG 1 (3)", "EMG 1 (4)",
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# time and memory on the most extreme sizes a header or parameter can claim
+
+EXTREME_SIZES: list[tuple[str, Callable[[], bytes]]] = [
+    ("header-last-frame-65535", lambda: edited(header={5: 0xFFFF})),
+    ("first-last-frame-inverted", lambda: edited(header={4: 100, 5: 1})),
+    ("point-long-frames-2**40", lambda: edited((b"POINT", b"LONG_FRAMES", 4, (), f32(2.0**40)))),
+    (
+        "trial-fields-2**32-frames",
+        lambda: edited(
+            (b"TRIAL", b"ACTUAL_START_FIELD", 2, (2,), i16(1, 0)),
+            (b"TRIAL", b"ACTUAL_END_FIELD", 2, (2,), i16(-1, -1)),
+        ),
+    ),
+    ("analog-used-32767", lambda: edited((b"ANALOG", b"USED", 2, (), i16(0x7FFF)))),
+    ("analog-used-minus-1", lambda: edited((b"ANALOG", b"USED", 2, (), i16(-1)))),
+    ("point-used-65535", lambda: edited((b"POINT", b"USED", 2, (), i16(-1)))),
+    ("analog-per-frame-65535", lambda: edited(header={10: 0xFFFF, 3: 0xFFFF})),
+    ("analog-rate-1e30", lambda: edited((b"ANALOG", b"RATE", 4, (), f32(1e30)))),
+    ("point-rate-1e-45", lambda: edited((b"POINT", b"RATE", 4, (), f32(1e-45)))),
+    ("parameter-dims-255**5", lambda: edited((b"ANALOG", b"OFFSET", 2, (255,) * 5, b"\x01" * 64))),
+    ("parameter-dims-255**7", lambda: edited((b"ANALOG", b"SCALE", 4, (255,) * 7, b""))),
+    (
+        "blank-strings-0x255**4",
+        lambda: edited((b"ANALOG", b"LABELS", -1, (0, 255, 255, 255, 255), b"")),
+    ),
+    (
+        "labels-120x255-chars",  # the longest labels a parameter holds, built to backtrack
+        lambda: edited(
+            (b"ANALOG", b"LABELS", -1, (255, 120), (b"CH1" + b" " * 251 + b"x") * 120),
+            (b"ANALOG", b"USED", 2, (), i16(4)),
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("build", [pytest.param(b, id=case) for case, b in EXTREME_SIZES])
+def test_extreme_sizes_stay_small_and_quick(build):
+    content = build()
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        outcome = check(content)
+        elapsed = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert outcome in ("ok", "C3DFormatError", "NoEmgChannelsError", "SamplingRateError")
+    assert peak < PEAK_LIMIT_BYTES, f"peak {peak / 1e6:.0f} MB"
+    assert elapsed < DEADLINE_S
