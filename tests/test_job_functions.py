@@ -145,3 +145,26 @@ async def test_a_requeued_session_reuses_its_own_results(db, recording):
     assert reused is True
     after = json.loads(await db.fetchval("select emgd.session_result($1)", job["session_id"]))
     assert after == before
+
+
+async def test_a_claim_skips_jobs_locked_by_another_claimer_instead_of_waiting(db, db_url):
+    patient = await dbutil.make_user(db, "patient")
+    for name in ("first.c3d", "second.c3d"):
+        await dbutil.upload_object(
+            db, dbutil.BUCKET, f"{patient}/{name}", user_id=patient, data=b"x"
+        )
+    first, second = [
+        r["id"] for r in await db.fetch("select id from emgd.jobs order by run_after, id")
+    ]
+    other = await dbutil.connect(db_url)
+    try:
+        async with other.transaction():
+            # another daemon's claim, mid-transaction, holds the first job's row
+            await other.execute("select 1 from emgd.jobs where id = $1 for update", first)
+            # a claim that waited for that lock (no SKIP LOCKED) would hit this timeout
+            await db.execute("set statement_timeout = '10s'")
+            rows = await db.fetch("select * from emgd.claim_jobs($1, 2, 30)", uuid.uuid4())
+    finally:
+        await other.close()
+    assert [r["job_id"] for r in rows] == [second]
+    assert await db.fetchval("select state from emgd.jobs where id = $1", first) == "pending"
