@@ -152,6 +152,35 @@ async def test_same_version_delivered_again_changes_nothing(db, db_url):
     assert got == []
 
 
+async def test_enqueue_of_the_version_already_queued_leaves_session_and_job_alone(db, db_url):
+    # The version trigger's WHEN clause keeps same-version updates from reaching enqueue_object,
+    # so its own guard is tested directly: a replay (catch-up racing the trigger, a re-fired
+    # trigger) must not reset a job that is being worked on, nor wake the daemons.
+    patient = await make_user(db, "patient")
+    obj = await upload_object(db, BUCKET, f"{patient}/a.c3d", user_id=patient, data=b"x" * 9)
+    await db.execute("update emgd.jobs set state = 'running', attempts = 1")
+    before = await db.fetchrow("select * from emgd.jobs")
+    session_before = await db.fetchrow("select * from public.sessions")
+    listener = await connect(db_url)
+    try:
+        heard = await notifications(listener)
+        await db.execute(
+            "select emgd.enqueue_object($1, $2, $3, $4, $5)",
+            BUCKET,
+            obj["name"],
+            obj["id"],
+            obj["version"],
+            9,
+        )
+        got = await drain(heard, db)
+    finally:
+        await listener.close()
+    assert await counts(db) == (1, 1)
+    assert await db.fetchrow("select * from emgd.jobs") == before
+    assert await db.fetchrow("select * from public.sessions") == session_before
+    assert got == []
+
+
 async def test_overwrite_with_new_version_resets_session_and_job(db, db_url):
     patient = await make_user(db, "patient")
     first = await upload_object(db, BUCKET, f"{patient}/a.c3d", user_id=patient)
