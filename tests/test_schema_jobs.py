@@ -31,7 +31,7 @@ PATH = {
 }
 SESSION_VIEW = {
     "pending": ("pending", "queued"),
-    "running": ("processing", "claimed"),
+    "running": ("processing", "downloading"),
     "succeeded": ("completed", "done"),
     "failed": ("failed", "failed"),
     "quarantined": ("failed", "failed"),

@@ -132,7 +132,7 @@ async def test_updates_are_validated_too(db, session_id):
             "status = 'done'",
             "status must be one of pending, processing, completed, failed; got 'done'",
         ),
-        ("stage = 'thinking'", "stage must be one of queued, claimed, downloading, analysing"),
+        ("stage = 'thinking'", "stage must be one of queued, downloading, analysing"),
         ("progress = 1.5", "progress must be between 0 and 1, got 1.5"),
         ("progress = -0.1", "progress must be between 0 and 1"),
         ("overall_compliance = 2", "overall_compliance must be between 0 and 1, got 2"),

@@ -186,13 +186,17 @@ begin
         perform emgd.reject('sessions', format(
             'status must be one of pending, processing, completed, failed; got %L', new.status));
     end if;
-    if new.stage not in ('queued', 'claimed', 'downloading', 'analysing', 'saving', 'done', 'failed')
+    if new.stage not in ('queued', 'downloading', 'analysing', 'saving', 'done', 'failed')
     then
         perform emgd.reject('sessions', format(
-            'stage must be one of queued, claimed, downloading, analysing, saving, done, failed; '
+            'stage must be one of queued, downloading, analysing, saving, done, failed; '
             'got %L', new.stage));
     end if;
-    perform emgd.check_fraction('sessions', 'progress', new.progress);
+    -- Sessions are updated several times per job (status, stages): the checks of columns those
+    -- updates never touch run only when a value is there to check.
+    if new.progress is not null and not (new.progress >= 0 and new.progress <= 1) then
+        perform emgd.check_fraction('sessions', 'progress', new.progress);
+    end if;
     if new.file_size is not null and new.file_size < 0 then
         perform emgd.reject('sessions', format('file_size must be >= 0, got %s', new.file_size));
     end if;
@@ -200,11 +204,14 @@ begin
         perform emgd.reject('sessions', format(
             'content_sha256 must be 64 lowercase hex digits, got %L', new.content_sha256));
     end if;
-    perform emgd.check_nonnegative('sessions', 'duration_s', new.duration_s);
-    perform emgd.check_nonnegative('sessions', 'game_duration', new.game_duration);
-    perform emgd.check_finite('sessions', 'game_score', new.game_score);
-    perform emgd.check_fraction('sessions', 'overall_compliance', new.overall_compliance);
-    perform emgd.check_fraction('sessions', 'symmetry', new.symmetry);
+    if new.duration_s is not null or new.game_duration is not null or new.game_score is not null
+        or new.overall_compliance is not null or new.symmetry is not null then
+        perform emgd.check_nonnegative('sessions', 'duration_s', new.duration_s);
+        perform emgd.check_nonnegative('sessions', 'game_duration', new.game_duration);
+        perform emgd.check_finite('sessions', 'game_score', new.game_score);
+        perform emgd.check_fraction('sessions', 'overall_compliance', new.overall_compliance);
+        perform emgd.check_fraction('sessions', 'symmetry', new.symmetry);
+    end if;
     return new;
 end
 $$;

@@ -122,7 +122,7 @@ begin
                 else 'failed' end,
             stage = case new.state
                 when 'pending' then 'queued'
-                when 'running' then 'claimed'
+                when 'running' then 'downloading'
                 when 'succeeded' then 'done'
                 else 'failed' end,
             progress = case new.state when 'succeeded' then 1 else 0 end,
