@@ -63,7 +63,7 @@ async def serve(
     on_started: Any | None = None,
 ) -> int:
     """Run the daemon until SIGTERM/SIGINT (or ``on_started``'s caller asks it to stop)."""
-    from daemon.health import HealthServer, Metrics
+    from daemon.health import Metrics
     from daemon.isolation import AnalysisPool
     from daemon.storage import make_storage
     from daemon.worker import Daemon
@@ -104,14 +104,6 @@ async def serve(
             analysis_version=analysis_version(),
             pool_stats=pool.stats if pool is not None else None,
         )
-        if settings.health_port:
-            daemon._health = HealthServer(
-                settings.health_host,
-                settings.health_port,
-                metrics=metrics,
-                readiness=daemon.readiness,
-                liveness=daemon.liveness,
-            )
         if stop_requested:  # asked to stop while starting: nothing was claimed, nothing to drain
             log.info("daemon_stopped", exit_code=0, during_start=True)
             return 0

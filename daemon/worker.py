@@ -20,6 +20,7 @@ import asyncpg
 import structlog
 
 from daemon import queries
+from daemon.health import HealthServer
 from daemon.jobs import TRANSIENT_DB_ERRORS, Analyser, ClaimedJob, JobRunner
 from daemon.listener import Listener
 from daemon.settings import Settings
@@ -49,7 +50,6 @@ class Daemon:
         metrics: Any,
         analysis_version: str,
         options: dict[str, Any] | None = None,
-        health: Any | None = None,
         pool_stats: Any | None = None,
     ) -> None:
         self._pool_stats = pool_stats
@@ -61,7 +61,7 @@ class Daemon:
         self._metrics = metrics
         self._version = analysis_version
         self._options = options
-        self._health = health
+        self._health: HealthServer | None = None
         self._pool: asyncpg.Pool | None = None
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -148,6 +148,14 @@ class Daemon:
             enabled=s.listen,
             on_reconnect=self._metrics.listener_reconnects_total.inc,
         )
+        if s.health_port:  # 0 means no health server
+            self._health = HealthServer(
+                s.health_host,
+                s.health_port,
+                metrics=self._metrics,
+                readiness=self.readiness,
+                liveness=self.liveness,
+            )
         log.info(
             "daemon_started",
             owner=str(self.owner),
