@@ -102,10 +102,13 @@ class C3DFile:
         if self._dec:
             raw = _dec_to_ieee(raw)
         out = raw.astype(np.float64)
-        if self._offset[index] != 0.0:
-            out -= self._offset[index]
-        if self._scale[index] != 1.0:
-            out *= self._scale[index]
+        # A hostile scale (NaN, inf) makes non-finite samples; the signal checks downstream
+        # reject those with a sentence, so numpy's warning would only be noise on stderr.
+        with np.errstate(invalid="ignore", over="ignore"):
+            if self._offset[index] != 0.0:
+                out -= self._offset[index]
+            if self._scale[index] != 1.0:
+                out *= self._scale[index]
         return out
 
     def channels(self, indices: list[int] | tuple[int, ...]) -> np.ndarray:
