@@ -130,17 +130,7 @@ def main() -> int:
         out = {}
         for label, raw in raws.items():
             env = rms_envelope(bandpass(raw, filt), rate, opts.envelope_window_ms / 1000)
-            det = detect_contractions(
-                env,
-                rate,
-                onset_sd=opts.onset_sd,
-                offset_sd=opts.offset_sd,
-                refine_sd=opts.refine_sd,
-                baseline_window_s=opts.baseline_window_ms / 1000,
-                min_duration_s=opts.min_contraction_ms / 1000,
-                merge_gap_s=opts.merge_gap_ms / 1000,
-                max_duration_s=opts.max_contraction_ms / 1000,
-            )
+            det = detect_contractions(env, rate, **opts.detection_kwargs())
             out[label] = (det.starts / rate, det.ends / rate)
         return out
 

@@ -138,6 +138,18 @@ class AnalysisOptions:
             if not ok:
                 raise InvalidOptionsError(f"invalid analysis options: {message}")
 
+    def detection_kwargs(self) -> dict[str, float]:
+        """Keyword arguments of :func:`emg_core.detect.detect_contractions` (seconds, SDs)."""
+        return {
+            "onset_sd": self.onset_sd,
+            "offset_sd": self.offset_sd,
+            "refine_sd": self.refine_sd,
+            "baseline_window_s": self.baseline_window_ms / 1000,
+            "min_duration_s": self.min_contraction_ms / 1000,
+            "merge_gap_s": self.merge_gap_ms / 1000,
+            "max_duration_s": self.max_contraction_ms / 1000,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for a process boundary or the result's ``processing``)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -361,17 +373,7 @@ def _analyse_channel(
     emg = bandpass(raw, filt)
     del raw  # peak memory: the raw copy is not needed once filtered
     envelope = rms_envelope(emg, rate, opts.envelope_window_ms / 1000)
-    det = detect_contractions(
-        envelope,
-        rate,
-        onset_sd=opts.onset_sd,
-        offset_sd=opts.offset_sd,
-        refine_sd=opts.refine_sd,
-        baseline_window_s=opts.baseline_window_ms / 1000,
-        min_duration_s=opts.min_contraction_ms / 1000,
-        merge_gap_s=opts.merge_gap_ms / 1000,
-        max_duration_s=opts.max_contraction_ms / 1000,
-    )
+    det = detect_contractions(envelope, rate, **opts.detection_kwargs())
     if given is not None:
         mvc, method = given, "given"
     else:
