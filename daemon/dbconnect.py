@@ -28,5 +28,8 @@ def fail(message: str) -> int:
 
 
 def plain_url(args: argparse.Namespace) -> str | None:
-    env = os.environ
-    return args.database_url or env.get("EMGD_DATABASE_URL") or env.get("DATABASE_URL")
+    """--database-url, else the first database variable settings would read (same names, order)."""
+    from daemon.settings import env_names
+
+    names = env_names("database_url")
+    return args.database_url or next((os.environ[n] for n in names if os.environ.get(n)), None)

@@ -31,6 +31,18 @@ async def _claimed_session(conn, patient: uuid.UUID, name: str, data: bytes):
     return job
 
 
+async def _complete(conn, job, result: dict, data: bytes) -> bool:
+    """Commit ``result`` for a claimed job the way the daemon does."""
+    return await conn.fetchval(
+        "select emgd.complete_job($1, $2, $3::jsonb, $4, $5)",
+        job["job_id"],
+        job["lease_token"],
+        json.dumps(result),
+        hashlib.sha256(data).hexdigest(),
+        len(data),
+    )
+
+
 def _close(a, b) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-12)
@@ -41,15 +53,7 @@ async def test_session_result_gives_back_what_complete_job_stored(db, recording)
     data, result = recording
     patient = await dbutil.make_user(db, "patient")
     job = await _claimed_session(db, patient, "a.c3d", data)
-    sha = hashlib.sha256(data).hexdigest()
-    ok = await db.fetchval(
-        "select emgd.complete_job($1, $2, $3::jsonb, $4, $5)",
-        job["job_id"],
-        job["lease_token"],
-        json.dumps(result),
-        sha,
-        len(data),
-    )
+    ok = await _complete(db, job, result, data)
     assert ok is True
     stored = json.loads(await db.fetchval("select emgd.session_result($1)", job["session_id"]))
     assert stored["analysis_version"] == result["analysis_version"]
@@ -69,14 +73,7 @@ async def test_same_bytes_under_another_name_reuse_the_stored_results(db, record
     patient = await dbutil.make_user(db, "patient")
     sha = hashlib.sha256(data).hexdigest()
     first = await _claimed_session(db, patient, "first.c3d", data)
-    await db.execute(
-        "select emgd.complete_job($1, $2, $3::jsonb, $4, $5)",
-        first["job_id"],
-        first["lease_token"],
-        json.dumps(result),
-        sha,
-        len(data),
-    )
+    await _complete(db, first, result, data)
     copy = await _claimed_session(db, patient, "copy.c3d", data)
 
     async def reuse(version: str, options: dict) -> bool:
@@ -121,14 +118,7 @@ async def test_a_requeued_session_reuses_its_own_results(db, recording):
     patient = await dbutil.make_user(db, "patient")
     sha = hashlib.sha256(data).hexdigest()
     job = await _claimed_session(db, patient, "again.c3d", data)
-    await db.execute(
-        "select emgd.complete_job($1, $2, $3::jsonb, $4, $5)",
-        job["job_id"],
-        job["lease_token"],
-        json.dumps(result),
-        sha,
-        len(data),
-    )
+    await _complete(db, job, result, data)
     before = json.loads(await db.fetchval("select emgd.session_result($1)", job["session_id"]))
     assert await db.fetchval("select emgd.requeue($1)", job["session_id"]) == 1
     again = await db.fetchrow("select * from emgd.claim_jobs($1, 1, 30)", uuid.uuid4())
