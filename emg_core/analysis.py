@@ -334,6 +334,45 @@ def channel_envelopes(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelTrace:
+    """One channel's signals as the analysis saw them, for plots and inspection.
+
+    Attributes
+    ----------
+    rate : float
+        Sampling rate, Hz.
+    raw : ndarray
+        The samples as read from the file, in the channel's unit.
+    envelope : ndarray
+        The RMS envelope the contractions were detected on (after artefact and mains cleaning).
+    masked : ndarray of bool
+        Samples excluded as artefact (never part of a contraction, MVC window or spectrum).
+    """
+
+    rate: float
+    raw: np.ndarray
+    envelope: np.ndarray
+    masked: np.ndarray
+
+
+def channel_traces(
+    source: bytes | str | os.PathLike, *, options: AnalysisOptions | None = None
+) -> dict[str, ChannelTrace]:
+    """Raw signal, envelope and artefact mask of each EMG channel, as :func:`analyze` has them."""
+    opts = options if options is not None else AnalysisOptions()
+    rec = c3dmod.read_c3d(source)
+    selection = c3dmod.discover_emg(rec, opts.include)
+    rate = c3dmod.check_rate(rec, opts.lowpass_hz)
+    filt = design_bandpass(rate, opts.highpass_hz, opts.lowpass_hz, opts.filter_order)
+    out = {}
+    for index in selection.indices:
+        raw = np.nan_to_num(rec.channel(index))
+        env = rms_envelope(bandpass(raw, filt), rate, opts.envelope_window_ms / 1000)
+        out[rec.labels[index]] = ChannelTrace(rate, raw, env, np.zeros(raw.size, dtype=bool))
+    return out
+
+
 def _session_symmetry(channels: list[ChannelResult], pairs: list[tuple[int, int]]) -> float | None:
     values = []
     for left, right in pairs:

@@ -44,6 +44,10 @@ class Contraction:
     is_good: bool
     mpf_hz: float | None = None
     mdf_hz: float | None = None
+    # within-contraction trend of MPF / MDF, only for contractions long enough to hold several
+    # spectral windows (None otherwise)
+    mpf_slope_hz_per_s: float | None = None
+    mdf_slope_hz_per_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(self)
@@ -51,25 +55,30 @@ class Contraction:
 
 @dataclass(frozen=True, slots=True)
 class ChannelResult:
-    """Per-channel session metrics; one row of ``public.session_parameters``."""
+    """Per-channel session metrics; one row of ``public.session_parameters``.
+
+    A channel that cannot be trusted (``usable`` false: too noisy, mostly artefact) gives no
+    counts: the contraction counts, rates, time under tension and MVC are ``None`` and
+    ``warnings`` says why. Amplitudes are in ``unit`` (volts where the file names no unit).
+    """
 
     name: str
     sampling_rate: float
     unit: str
-    mvc_value: float
-    mvc_threshold: float
+    mvc_value: float | None
+    mvc_threshold: float | None
     mvc_method: str  # "given" | "estimated_best_500ms"
     duration_threshold_ms: float
     expected_contractions: int
-    contractions_total: int
-    contractions_good: int
-    contractions_mvc_compliant: int
-    contractions_duration_compliant: int
-    completion_rate: float  # min(total, expected) / expected
-    intensity_rate: float  # mvc-compliant / total (0 when none)
-    duration_rate: float  # duration-compliant / total (0 when none)
-    compliance_rate: float  # good, capped at expected, / expected
-    time_under_tension_ms: float
+    contractions_total: int | None
+    contractions_good: int | None
+    contractions_mvc_compliant: int | None
+    contractions_duration_compliant: int | None
+    completion_rate: float | None  # min(total, expected) / expected
+    intensity_rate: float | None  # mvc-compliant / total (0 when none)
+    duration_rate: float | None  # duration-compliant / total (0 when none)
+    compliance_rate: float | None  # good, capped at expected, / expected
+    time_under_tension_ms: float | None
     rms: float
     mav: float
     mpf_hz: float | None
@@ -82,6 +91,20 @@ class ChannelResult:
     mdf_slope_pct_per_s: float | None
     signal_quality: float  # 0..1
     activation_agreement: float | None  # GHOSTLY only: agreement with the game's activated channel
+    usable: bool = True  # false: no counts, see warnings
+    warnings: tuple[str, ...] = ()  # short sentences for a therapist
+    masked_samples: int = 0  # samples excluded as artefact (stuck, railed, dropout, steps)
+    masked_s: float = 0.0  # the same in seconds
+    mains_hz: float | None = None  # the mains line found in the signal (e.g. 49.5), None if none
+    mains_fraction: float = 0.0  # share of in-band power on the mains lines, before removal
+    mains_removed: bool = False  # whether the lines were notched out before analysis
+    rest_level: float | None = None  # envelope at rest (noise floor), in unit
+    onset_level: float | None = None  # envelope level that starts a contraction, in unit
+    offset_level: float | None = None  # envelope level that ends one, in unit
+    mvc_source: str | None = None  # where the MVC came from, in words
+    mvc_start_ms: float | None = None  # window of an estimated MVC
+    mvc_end_ms: float | None = None
+    fatigue_reason: str | None = None  # why the fatigue fields are None, when they are
     contractions: tuple[Contraction, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,7 +136,7 @@ class SessionResult:
     recorded_at: datetime | None
     duration_s: float
     metadata: GameMetadata
-    overall_compliance: float  # mean of the channels' compliance_rate
+    overall_compliance: float  # mean of the usable channels' compliance_rate
     symmetry: float | None  # left/right symmetry 0..1 (1 = equal); None without a pair
     channels: tuple[ChannelResult, ...] = field(default_factory=tuple)
 
