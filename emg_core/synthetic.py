@@ -486,7 +486,9 @@ class RealisticSpec:
         Raised-cosine ramp at each end, s (at most a third of the burst).
     contrast : (float, float)
         Plateau RMS as x rest, drawn log-uniformly per burst (e.g. ``(3, 4)`` for a weak
-        channel).
+        channel). Measured on the envelope (plateau median over the median at rest) it comes
+        out near 0.7 x the draw: the tremor lowers the plateau's median, steps of the rest level
+        raise the rest's.
     tremor_sigma : float
         SD of the natural log of the amplitude modulation within a burst; each burst's
         modulation is scaled so its plateau RMS stays the burst's amplitude.
@@ -535,12 +537,12 @@ class RealisticSpec:
         Rest before the first burst (the game calibrates on the first 2 s); no dropout there.
     """
 
-    rest_v: tuple[float, float] = (3e-6, 8e-6)
+    rest_v: tuple[float, float] = (2.5e-6, 7e-6)
     drift_sigma: float = 0.3
     drift_s: float = 10.0
     rest_steps: int = 1
     rest_step_factor: tuple[float, float] = (0.6, 0.8)
-    flicker_sigma: float = 0.4
+    flicker_sigma: float = 0.55
     flicker_s: float = 0.1
     cluster_size: tuple[int, int] = (1, 5)
     intra_gap_s: tuple[float, float] = (0.5, 1.5)
@@ -549,7 +551,7 @@ class RealisticSpec:
     hold_share: float = 0.05
     hold_s: tuple[float, float] = (2.0, 5.0)
     ramp_s: tuple[float, float] = (0.05, 0.2)
-    contrast: tuple[float, float] = (20.0, 80.0)
+    contrast: tuple[float, float] = (30.0, 110.0)
     tremor_sigma: float = 0.2
     tremor_s: float = 0.08
     blip_rate: float = 0.4
@@ -937,9 +939,11 @@ def _realistic_channel(
     rest = _rest_level(rng["level"], spec, duration)
     level = rest.at(t)
 
-    # the amplifier's 20-450 Hz noise, its power wandering slowly (drift, steps) and fast
-    raw = level * _lognormal(rng["flicker"], t, spec.flicker_sigma, spec.flicker_s)
-    raw *= _band_noise(rng["noise"], n, rate, 20.0, 450.0)
+    # the amplifier's 20-450 Hz noise, its power wandering slowly (drift, steps) and fast;
+    # scaled so its RMS in the analysis band is the rest level, as the envelope measures it
+    noise = _band_noise(rng["noise"], n, rate, 20.0, 450.0)
+    noise /= np.sqrt(np.mean(bandpass(noise, design_bandpass(rate)) ** 2))
+    raw = level * _lognormal(rng["flicker"], t, spec.flicker_sigma, spec.flicker_s) * noise
 
     placed = _place_bursts(rng["bursts"], spec, rest.level_v, duration)
     bursts = tuple(
