@@ -1,18 +1,32 @@
-"""Contraction detection on an EMG envelope.
+"""Contraction detection on an EMG envelope, built for real recordings.
 
-Hodges & Bui (1996) style: the rest baseline is the quietest stretch of the envelope (lowest
-mean over ``baseline_window_s``); a contraction starts where the envelope rises above
-``mean + onset_sd * SD`` of that stretch and lasts while it stays above the lower hysteresis
-level ``mean + offset_sd * SD``. Each onset is then moved back, and each offset forward, to where
-the envelope returns to ``mean + refine_sd * SD`` (where it leaves the baseline), so the detected
-times do not carry the delay of a threshold crossing on a ramp. Contractions closer than
-``merge_gap_s`` are merged, those longer than ``max_duration_s`` are split at their deepest dip,
-and those shorter than ``min_duration_s`` are dropped.
+Real surface EMG at rest is not stationary: its level drifts (10 µV at the start of a session,
+3 µV later), it carries brief blips of 5-20 times rest, and a weak channel's contractions may
+stand only 3-4 times above it while a strong one's stand 100 times above. A threshold set from
+the standard deviation of one quiet second (Hodges & Bui) lies inside that drift and those blips
+and counts rest as contractions. Here every level is a ratio over a rest level that follows the
+recording, and the ratios grow with the channel's own range of activity:
 
-The default levels (8, 5 and 2 SD) are higher than Hodges & Bui's 1-3 SD because their SD is
-that of a raw rectified signal: a 50 ms RMS envelope of stationary noise has an SD of only ~10 %
-of its mean, so 3 SD lies inside the excursions rest noise makes over a 10-minute recording
-(measured on synthetic recordings: 17 false contractions per 90 s at 3 SD, none at 8 SD).
+1. **Rest** ``r(t)``: the envelope's ``rest_quantile`` percentile in each ``rest_block_s`` block,
+   then the lowest of those within ``rest_window_s`` around ``t``, capped at ``MAX_DRIFT`` times
+   the recording's quieter blocks. No quiet second is assumed: between two bursts a few hundred
+   ms of rest are enough.
+2. **Contrast** ``D``: the strongest sustained activity (``sustain_s`` moving mean, masked samples
+   excluded) over the median rest level.
+3. **Levels**, as multiples of ``r(t)``: onset ``clip(D ** onset_exponent, onset_min, onset_max)``
+   (half-way between rest and activity in dB by default), offset
+   ``clip(D ** offset_exponent, offset_min, onset)``, and ``refine_ratio`` for the edges.
+4. A contraction is a run above the offset level (hysteresis) whose ``sustain_s`` moving mean
+   reaches the onset level somewhere: a blip of 20-150 ms, however tall, does not stay up long
+   enough. Runs end wherever the envelope returns below the offset level, so bursts separated by
+   rest are never one contraction.
+5. Edges move back (forward) to where the envelope leaves (returns to) ``refine_ratio * r(t)``;
+   contractions less than ``merge_gap_s`` apart are merged, those longer than ``max_duration_s``
+   split at their deepest dip, those shorter than ``min_duration_s`` dropped.
+
+Masked samples (artefacts, see ``emg_core.artefacts``) count as rest for detection: a contraction
+never spans them. When the channel's activity does not stand out of its rest (``D`` below
+``min_contrast``) nothing is counted and the detection says so.
 
 Everything is index arithmetic on numpy arrays; nothing loops over samples.
 """
@@ -22,83 +36,177 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import signal
 
 from .filters import moving_mean
 
 
-@dataclass(frozen=True, slots=True)
-class Baseline:
-    """Rest level of an envelope.
-
-    Attributes
-    ----------
-    mean, sd : float
-        Mean and standard deviation of the envelope over the quietest window.
-    start_s, end_s : float
-        Where that window lies, seconds.
-    """
-
-    mean: float
-    sd: float
-    start_s: float
-    end_s: float
+#: how far above the recording's quieter blocks the local rest level may drift
+MAX_DRIFT = 4.0
 
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """Contractions of one channel as sample-index pairs ``[start, end)``.
+    """Contractions of one channel as sample-index pairs ``[start, end)``, and how they were found.
 
     Attributes
     ----------
     starts, ends : ndarray of int64
         Onset and offset sample indices, ``starts[i] < ends[i] <= starts[i + 1]``.
-    baseline : Baseline
-    on_level, off_level, refine_level : float
-        Envelope levels used for onset, hysteresis offset and refinement.
+    rest_level : float
+        Median over the recording of the rest level ``r(t)``, envelope units.
+    onset_ratio, offset_ratio, refine_ratio : float
+        The levels as multiples of ``r(t)``.
+    contrast : float
+        ``D``: strongest sustained activity over ``rest_level``.
+    rest_curve : ndarray
+        ``r(t)`` per block of ``block`` samples (the last block may be partial).
+    block : int
+        Samples per entry of ``rest_curve``.
+    enough_contrast : bool
+        False when activity does not stand out of rest, so nothing was counted.
     """
 
     starts: np.ndarray
     ends: np.ndarray
-    baseline: Baseline
-    on_level: float
-    off_level: float
-    refine_level: float
+    rest_level: float
+    onset_ratio: float
+    offset_ratio: float
+    refine_ratio: float
+    contrast: float
+    rest_curve: np.ndarray
+    block: int
+    enough_contrast: bool
 
     def __len__(self) -> int:
         return int(self.starts.size)
 
+    @property
+    def onset_level(self) -> float:
+        """Onset level at the median rest, envelope units."""
+        return self.onset_ratio * self.rest_level
 
-def quietest_baseline(envelope: np.ndarray, rate: float, window_s: float = 1.0) -> Baseline:
-    """Mean and SD of the envelope over its quietest window.
+    @property
+    def offset_level(self) -> float:
+        """Offset level at the median rest, envelope units."""
+        return self.offset_ratio * self.rest_level
+
+
+def rest_curve(
+    envelope: np.ndarray,
+    rate: float,
+    valid: np.ndarray | None = None,
+    *,
+    block_s: float = 0.25,
+    window_s: float = 8.0,
+    quantile: float = 10.0,
+) -> tuple[np.ndarray, int]:
+    """The rest level along the recording, one value per block.
 
     Parameters
     ----------
     envelope : ndarray, shape (n_samples,)
     rate : float
-        Sampling rate in Hz.
+        Sampling rate, Hz.
+    valid : ndarray of bool, optional
+        Samples that may be used (False: masked artefact).
+    block_s : float
+        Block length, seconds.
     window_s : float
-        Baseline window length, seconds (the whole signal when it is shorter).
+        Each block's rest is the lowest block quantile within this window centred on it.
+    quantile : float
+        Percentile of the envelope taken in each block.
 
     Returns
     -------
-    Baseline
+    curve : ndarray, shape (n_blocks,)
+        Rest level per block (``nan`` where every block of the window is masked).
+    block : int
+        Samples per block.
     """
     n = envelope.size
-    w = min(n, max(1, round(window_s * rate)))
-    csum = np.concatenate(([0.0], np.cumsum(envelope)))
-    # candidate windows every ~50 ms are enough to find the quiet stretch
-    step = max(1, int(rate * 0.05))
-    starts = np.arange(0, n - w + 1, step)
-    means = (csum[starts + w] - csum[starts]) / w
-    best = int(starts[np.argmin(means)])
-    quiet = envelope[best : best + w]
-    return Baseline(float(quiet.mean()), float(quiet.std()), best / rate, (best + w) / rate)
+    block = max(1, round(block_s * rate))
+    n_blocks = max(1, -(-n // block))
+    # the envelope is smooth over its window: one sample in every ~5 ms keeps its quantiles
+    step = max(1, min(block, round(0.005 * rate)))
+    per = -(-block // step)
+    padded = np.full(n_blocks * block, np.inf)
+    padded[:n] = envelope
+    if valid is not None:
+        padded[:n][~valid] = np.inf  # masked samples sort above everything: never "rest"
+    if n % block:
+        # a short last block: repeat its own samples rather than let padding count as data
+        tail = padded[(n_blocks - 1) * block : n]
+        padded[n:] = np.resize(tail, n_blocks * block - n)
+    sampled = padded.reshape(n_blocks, block)[:, ::step][:, :per]
+    k = min(sampled.shape[1] - 1, int(quantile / 100 * sampled.shape[1]))
+    per_block = np.partition(sampled, k, axis=1)[:, k]
+    finite = per_block[np.isfinite(per_block)]
+    if finite.size:
+        # a hold longer than the window would otherwise become its own "rest": the local
+        # level may drift (real sessions: 3x over a minute) but not beyond the whole
+        # recording's quieter blocks by more than MAX_DRIFT
+        per_block = np.minimum(per_block, MAX_DRIFT * np.percentile(finite, 10))
+    half = max(0, round(window_s / block_s / 2))
+    if half and n_blocks > 1:
+        ext = np.concatenate((np.full(half, np.inf), per_block, np.full(half, np.inf)))
+        curve = sliding_window_view(ext, 2 * half + 1).min(axis=1)
+    else:
+        curve = per_block
+    return np.where(np.isfinite(curve), curve, np.nan), block
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start and end (exclusive) indices of the True runs of a boolean array."""
     edges = np.diff(mask.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
+def _run_max(x: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Maximum of ``x`` over each ``[start, end)`` (runs sorted, disjoint and non-empty)."""
+    bounds = np.empty(2 * starts.size, dtype=np.int64)
+    bounds[0::2], bounds[1::2] = starts, ends
+    # reduceat needs indices below len(x): a sentinel sample lets the last run end at n
+    return np.maximum.reduceat(np.append(x, 0.0), bounds)[0::2]
+
+
+def _split_valleys(
+    sustained: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    on: float,
+    depth: float,
+    rate: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split runs at every valley ``depth`` times below both peaks around it.
+
+    Bursts of a cluster are often joined by a stretch that never gets down to the offset level
+    (the rest between them carries residual activity) yet lies ten times below the bursts: on a
+    linear plot, as a therapist sees it, the envelope is back at zero there. Peaks are those of
+    the sustained envelope reaching the onset level, with a prominence of ``depth`` in ratio
+    (found on its logarithm, sampled every ~5 ms).
+    """
+    step = max(1, round(0.005 * rate))
+    out_s, out_e = [], []
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        seg = sustained[s:e:step]
+        if seg.size < 3:
+            out_s.append(s)
+            out_e.append(e)
+            continue
+        y = np.log(np.maximum(seg, 1e-12))
+        peaks, _ = signal.find_peaks(y, height=np.log(on), prominence=np.log(depth))
+        cuts = [s]
+        for a, b in zip(peaks[:-1].tolist(), peaks[1:].tolist(), strict=True):
+            valley = a + int(np.argmin(y[a:b]))
+            # a valley both peaks tower over by the depth (prominence only guarantees one side)
+            if min(y[a], y[b]) - y[valley] >= np.log(depth):
+                cuts.append(s + valley * step)
+        cuts.append(e)
+        out_s.extend(cuts[:-1])
+        out_e.extend(cuts[1:])
+    return np.asarray(out_s, dtype=np.int64), np.asarray(out_e, dtype=np.int64)
 
 
 def _merge(starts: np.ndarray, ends: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,28 +252,34 @@ def _split_long(
 
 
 def _refine(
-    envelope: np.ndarray, starts: np.ndarray, ends: np.ndarray, level: float
+    z: np.ndarray, starts: np.ndarray, ends: np.ndarray, level: float, reach: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Move each onset back, and each offset forward, to where the envelope is at ``level``.
+    """Move each onset back, and each offset forward, to where ``z`` is at rest (``<= level``).
 
-    The search for each edge only scans the rest stretch up to the neighbouring run (runs are
-    disjoint), so the work and the memory are proportional to the rest, not to full-length
-    index arrays.
+    Each edge looks at most ``reach`` samples away and never past the neighbouring contraction.
+    Where the envelope does not get down to ``level`` in that stretch (the rest between two
+    bursts of a cluster is often noisier than elsewhere), the edge goes to the lowest point of
+    the stretch instead: the neighbours stay apart, split at the dip between them.
     """
-    n = envelope.size
+    n = z.size
     new_starts = starts.copy()
     new_ends = ends.copy()
     prev_end = np.concatenate(([0], ends[:-1]))
     next_start = np.concatenate((starts[1:], [n]))
     for k in range(starts.size):
         s, e = int(starts[k]), int(ends[k])
-        lo = int(prev_end[k])
-        below = np.flatnonzero(envelope[lo:s] <= level)
-        # the last rest-level sample before the run; the previous run's end when none is
-        new_starts[k] = lo + int(below[-1]) if below.size else lo
-        hi = int(next_start[k])
-        below = np.flatnonzero(envelope[e:hi] <= level)
-        new_ends[k] = e + int(below[0]) if below.size else hi
+        lo = max(int(prev_end[k]), s - reach)
+        if s > lo:
+            seg = z[lo:s]
+            below = np.flatnonzero(seg <= level)
+            new_starts[k] = lo + int(below[-1] if below.size else np.argmin(seg))
+        hi = min(int(next_start[k]), e + reach)
+        if hi > e:
+            seg = z[e:hi]
+            below = np.flatnonzero(seg <= level)
+            new_ends[k] = e + int(below[0] if below.size else np.argmin(seg))
+    # two edges may pick the same dip: give it to neither (contractions stay disjoint)
+    new_ends[:-1] = np.minimum(new_ends[:-1], new_starts[1:])
     return new_starts, np.maximum(new_ends, new_starts + 1)
 
 
@@ -173,14 +287,25 @@ def detect_contractions(
     envelope: np.ndarray,
     rate: float,
     *,
-    onset_sd: float = 8.0,
-    offset_sd: float = 5.0,
-    refine_sd: float = 2.0,
-    baseline_window_s: float = 1.0,
+    valid: np.ndarray | None = None,
+    rest_block_s: float = 0.25,
+    rest_window_s: float = 8.0,
+    rest_quantile: float = 50.0,
+    onset_exponent: float = 0.6,
+    onset_min: float = 3.0,
+    onset_max: float = 30.0,
+    onset_fraction: float = 0.0,
+    offset_exponent: float = 0.35,
+    offset_min: float = 2.0,
+    refine_ratio: float = 1.5,
+    refine_reach_s: float = 0.5,
+    sustain_s: float = 0.25,
+    split_depth: float = 4.0,
+    split_smooth_s: float = 0.25,
+    min_contrast: float = 4.0,
     min_duration_s: float = 0.1,
     merge_gap_s: float = 0.2,
     max_duration_s: float = 10.0,
-    min_level: float = 0.0,
 ) -> Detection:
     """Find contractions on one channel's envelope.
 
@@ -190,15 +315,26 @@ def detect_contractions(
         Non-negative envelope (e.g. 50 ms RMS of the band-passed EMG).
     rate : float
         Sampling rate in Hz.
-    onset_sd, offset_sd, refine_sd : float
-        Levels above the baseline mean, in baseline SDs: to start a contraction, to keep it
-        going (hysteresis), and to refine its edges back to where it leaves the baseline.
-    baseline_window_s : float
-        Length of the quietest window that defines rest, seconds.
+    valid : ndarray of bool, optional
+        False on masked artefact samples, which never belong to a contraction.
+    rest_block_s, rest_window_s, rest_quantile : float
+        How the rest level ``r(t)`` is followed (see :func:`rest_curve`).
+    onset_exponent, onset_min, onset_max : float
+        Onset level ``clip(D ** onset_exponent, onset_min, onset_max) * r(t)``.
+    offset_exponent, offset_min : float
+        Offset (hysteresis) level ``clip(D ** offset_exponent, offset_min, onset) * r(t)``.
+    refine_ratio, refine_reach_s : float
+        Edges are moved to where the envelope crosses ``refine_ratio * r(t)``, at most
+        ``refine_reach_s`` away (or to the lowest point within that reach).
+    sustain_s : float
+        A contraction's moving mean over this long must reach the onset level.
+    split_depth, split_smooth_s : float
+        A run is split at a valley this many times below the peaks on both of its sides, on the
+        moving mean of the envelope over ``split_smooth_s``.
+    min_contrast : float
+        Below this contrast ``D`` nothing is counted.
     min_duration_s, merge_gap_s, max_duration_s : float
         Drop shorter contractions, merge closer ones, split longer ones (seconds).
-    min_level : float
-        Floor on the onset level in envelope units (guards against a zero-SD baseline).
 
     Returns
     -------
@@ -206,36 +342,62 @@ def detect_contractions(
         Sorted, non-overlapping ``[start, end)`` pairs with ``end > start``.
     """
     n = envelope.size
-    base = quietest_baseline(envelope, rate, baseline_window_s)
-    # a perfectly quiet baseline (digital zeros) has SD 0: keep levels strictly above it
-    sd = max(base.sd, 0.05 * base.mean, 1e-12 * float(envelope.max(initial=0.0)))
-    on = max(base.mean + onset_sd * sd, min_level)
-    off = min(base.mean + offset_sd * sd, on)
-    refine = min(base.mean + refine_sd * sd, off)
     empty = np.empty(0, dtype=np.int64)
-    if n == 0:
-        return Detection(empty, empty, base, on, off, refine)
+    curve, block = rest_curve(
+        envelope, rate, valid, block_s=rest_block_s, window_s=rest_window_s, quantile=rest_quantile
+    )
+    finite = curve[np.isfinite(curve)]
+    rest = float(np.median(finite)) if finite.size else 0.0
+    # a digitally silent rest (zeros) has no level to be a multiple of: keep levels above it
+    floor = max(rest, 1e-9 * float(envelope.max(initial=0.0)), np.finfo(float).tiny)
+    curve = np.where(np.isfinite(curve), np.maximum(curve, floor * 1e-3), floor)
 
-    starts, ends = _runs(envelope > off)
-    if starts.size:
-        peaks = np.maximum.reduceat(envelope, starts)
-        keep = peaks > on
-        starts, ends = starts[keep], ends[keep]
-    if starts.size == 0:
-        return Detection(empty, empty, base, on, off, refine)
+    # the envelope in multiples of the local rest; masked samples are rest
+    z = envelope / np.repeat(curve, block)[:n]
+    if valid is not None:
+        z[~valid] = 0.0
+    sustained = moving_mean(z, rate, sustain_s) if n else z
+    if valid is not None:
+        sustained[~valid] = 0.0
+    contrast = float(sustained.max(initial=0.0))
+    on = (
+        float(np.clip(contrast**onset_exponent, onset_min, onset_max))
+        if contrast > 0
+        else onset_min
+    )
+    on = max(on, onset_fraction * contrast)
+    off = float(np.clip(contrast**offset_exponent, offset_min, on)) if contrast > 0 else offset_min
+    refine = min(refine_ratio, off)
 
-    starts, ends = _refine(envelope, starts, ends, refine)
+    def result(starts, ends, enough=True):
+        return Detection(starts, ends, rest, on, off, refine, contrast, curve, block, bool(enough))
 
+    if n == 0 or contrast < min_contrast:
+        return result(empty, empty, enough=n == 0)
+
+    starts, ends = _runs(z > off)
+    # dips below the offset level shorter than the merge gap are flicker, not a relaxation
     starts, ends = _merge(starts, ends, round(merge_gap_s * rate))
+    if starts.size:
+        # a run counts when its sustained level reaches the onset level somewhere
+        keep = _run_max(sustained, starts, ends) >= on
+        starts, ends = starts[keep], ends[keep]
+    if starts.size and split_depth > 1:
+        valley_env = moving_mean(z, rate, split_smooth_s) if split_smooth_s != sustain_s else sustained
+        starts, ends = _split_valleys(valley_env, starts, ends, on, split_depth, rate)
+        del valley_env
+    del sustained
+    if starts.size == 0:
+        return result(empty, empty)
+
+    starts, ends = _refine(z, starts, ends, refine, round(refine_reach_s * rate))
     max_len = max(1, round(max_duration_s * rate))
     min_len = max(1, round(min_duration_s * rate))
     if np.any(ends - starts > max_len):
-        smooth = moving_mean(envelope, rate, 0.5)
+        smooth = moving_mean(z, rate, 0.5)
         starts, ends = _split_long(starts, ends, smooth, max_len, min_len)
     keep = ends - starts >= min_len
-    return Detection(
-        starts[keep].astype(np.int64), ends[keep].astype(np.int64), base, on, off, refine
-    )
+    return result(starts[keep].astype(np.int64), ends[keep].astype(np.int64))
 
 
 def agreement(
@@ -287,4 +449,4 @@ def agreement(
     return 0.0 if recall + precision == 0 else 2 * recall * precision / (recall + precision)
 
 
-__all__ = ["Baseline", "Detection", "agreement", "detect_contractions", "quietest_baseline"]
+__all__ = ["Detection", "agreement", "detect_contractions", "rest_curve"]

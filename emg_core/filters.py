@@ -75,8 +75,8 @@ def design_bandpass(rate: float, low_hz: float = 20.0, high_hz: float = 450.0, o
     return BandPass(sos, float(low_hz), float(top), int(order), top < high_hz)
 
 
-def bandpass(x: np.ndarray, filt: BandPass) -> np.ndarray:
-    """Zero-phase band-pass along the last axis.
+def bandpass(x: np.ndarray, filt: BandPass, notches: np.ndarray | None = None) -> np.ndarray:
+    """Zero-phase band-pass along the last axis, with optional notches in the same pass.
 
     Parameters
     ----------
@@ -84,14 +84,17 @@ def bandpass(x: np.ndarray, filt: BandPass) -> np.ndarray:
         Raw signal.
     filt : BandPass
         From :func:`design_bandpass`.
+    notches : ndarray, shape (n_sections, 6), optional
+        Extra second-order sections (e.g. mains notches) applied with the band-pass.
 
     Returns
     -------
     ndarray, same shape as ``x``, float64
     """
+    sos = filt.sos if notches is None or len(notches) == 0 else np.vstack((filt.sos, notches))
     # odd extension of 3 x the filter's length, as filtfilt does, but capped for short signals
-    padlen = min(3 * (2 * len(filt.sos) + 1), x.shape[-1] - 1)
-    return signal.sosfiltfilt(filt.sos, x, axis=-1, padlen=max(padlen, 0))
+    padlen = min(3 * (2 * len(sos) + 1), x.shape[-1] - 1)
+    return signal.sosfiltfilt(sos, x, axis=-1, padlen=max(padlen, 0))
 
 
 def rectify(x: np.ndarray) -> np.ndarray:

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def estimate_mvc(envelope: np.ndarray, rate: float, window_s: float = 0.5) -> float:
-    """MVC estimate: the highest mean envelope over any window of ``window_s``.
+def best_window(
+    envelope: np.ndarray, rate: float, window_s: float = 0.5, valid: np.ndarray | None = None
+) -> tuple[float, int | None]:
+    """The highest mean of the envelope over a window of ``window_s`` holding no invalid sample.
 
     Parameters
     ----------
@@ -23,19 +25,36 @@ def estimate_mvc(envelope: np.ndarray, rate: float, window_s: float = 0.5) -> fl
         Sampling rate in Hz.
     window_s : float
         Window length in seconds (default 500 ms).
+    valid : ndarray of bool, optional
+        False on samples no window may touch (masked artefacts).
 
     Returns
     -------
-    float
-        In the envelope's unit; 0.0 for an empty envelope.
+    value : float
+        In the envelope's unit; 0.0 when no window qualifies.
+    start : int or None
+        First sample of the window; ``None`` when no window qualifies.
     """
-    if envelope.size == 0:
-        return 0.0
-    w = round(window_s * rate)
-    if envelope.size <= w:
-        return float(envelope.mean())
+    n = envelope.size
+    if n == 0:
+        return 0.0, None
+    w = max(1, min(round(window_s * rate), n))
     csum = np.concatenate(([0.0], np.cumsum(envelope)))
-    return float(np.max(csum[w:] - csum[:-w]) / w)
+    means = (csum[w:] - csum[:-w]) / w
+    if valid is not None and not valid.all():
+        bad = np.concatenate(([0], np.cumsum(~valid)))
+        means = np.where(bad[w:] - bad[:-w] == 0, means, -np.inf)
+    k = int(np.argmax(means))
+    if not np.isfinite(means[k]):
+        return 0.0, None
+    return float(means[k]), k
+
+
+def estimate_mvc(
+    envelope: np.ndarray, rate: float, window_s: float = 0.5, valid: np.ndarray | None = None
+) -> float:
+    """MVC estimate: the highest mean envelope over any clean window of ``window_s``."""
+    return best_window(envelope, rate, window_s, valid)[0]
 
 
 def rates(total: int, good: int, mvc_ok: int, duration_ok: int, expected: int) -> dict[str, float]:
@@ -54,69 +73,41 @@ def rates(total: int, good: int, mvc_ok: int, duration_ok: int, expected: int) -
     }
 
 
-def clipped_fraction(raw: np.ndarray) -> float:
-    """Share of samples stuck at the channel's extreme values, beyond the one or two any
-    signal has (runs of them mean the amplifier saturated). 0 for an empty channel."""
-    if raw.size == 0:
-        return 0.0
-    lo, hi = raw.min(), raw.max()
-    stuck = (np.count_nonzero(raw == lo) + np.count_nonzero(raw == hi)) / raw.size
-    return float(max(stuck - 2 / raw.size, 0.0))
-
-
 def signal_quality(
-    envelope: np.ndarray, baseline_mean: float, mains_fraction: float, clipped: float
+    contrast: float, mains_fraction: float, clipped: float, masked_share: float
 ) -> float:
     """A 0..1 score of how analysable a channel is.
 
-    The product of three factors: contrast (the 99th-percentile envelope over the rest level,
-    0 dB -> 0, >= 30 dB -> 1), clipping (1 % or more of the samples clipped -> 0) and mains
-    interference (1 - share of in-band power on the 50/60 Hz lines and their harmonics).
+    The product of four factors: contrast (strongest sustained activity over the rest level,
+    6 dB -> 0, >= 30 dB -> 1), mains interference left in the signal (1 - its share of the
+    in-band power), clipping (1 % or more of the samples saturated -> 0) and the share of the
+    recording left after masking artefacts.
 
     Parameters
     ----------
-    envelope : ndarray
-        The channel's RMS envelope.
-    baseline_mean : float
-        Rest level of the envelope.
+    contrast : float
+        Activity over rest, a ratio (``Detection.contrast``).
     mains_fraction : float
-        Share of the in-band power at mains frequencies, 0..1 (:func:`mains_fraction`).
+        Share of the in-band power on mains lines still in the analysed signal, 0..1.
     clipped : float
-        Share of clipped samples, 0..1 (:func:`clipped_fraction`).
+        Share of saturated samples, 0..1.
+    masked_share : float
+        Share of the samples masked as artefact, 0..1.
 
     Returns
     -------
     float in [0, 1]
     """
-    if envelope.size == 0:
+    if not contrast > 0:
         return 0.0
-    top = float(np.percentile(envelope, 99))
-    if baseline_mean > 0 and top > 0:
-        contrast_db = 20 * np.log10(top / baseline_mean)
-        contrast = float(np.clip(contrast_db / 30.0, 0.0, 1.0))
-    else:
-        contrast = 1.0 if top > 0 else 0.0
-    clipping = float(np.clip(1.0 - clipped / 0.01, 0.0, 1.0))
-    mains = float(np.clip(1.0 - mains_fraction, 0.0, 1.0))
-    return float(np.clip(contrast * clipping * mains, 0.0, 1.0))
-
-
-def mains_fraction(freqs: np.ndarray, psd: np.ndarray, width_hz: float = 2.0) -> float:
-    """Share of the power of ``psd`` (shape (n_freqs,)) within ``width_hz`` of 50/60 Hz lines."""
-    total = float(psd.sum())
-    if total <= 0 or freqs.size == 0:
-        return 0.0
-    near = np.zeros(freqs.size, dtype=bool)
-    for base in (50.0, 60.0):
-        harmonics = base * np.arange(1, int(freqs[-1] // base) + 1)
-        if harmonics.size:
-            near |= np.min(np.abs(freqs[:, None] - harmonics[None, :]), axis=1) <= width_hz
-    # only the excess over the neighbouring level is interference, not the EMG under the line
-    if not near.any() or near.all():
-        return 0.0
-    floor = float(np.median(psd[~near]))
-    excess = np.clip(psd[near] - floor, 0.0, None).sum()
-    return float(excess / total)
+    contrast_db = 20 * np.log10(contrast)
+    factors = (
+        np.clip((contrast_db - 6.0) / 24.0, 0.0, 1.0),
+        np.clip(1.0 - mains_fraction, 0.0, 1.0),
+        np.clip(1.0 - clipped / 0.01, 0.0, 1.0),
+        np.clip(1.0 - masked_share, 0.0, 1.0),
+    )
+    return float(np.clip(np.prod(factors), 0.0, 1.0))
 
 
 _SIDE = re.compile(r"(?i)(?:^|[\s._-])(left|right|l|r)(?=$|[\s._-])")
@@ -156,10 +147,9 @@ def symmetry(left: float, right: float) -> float:
 
 
 __all__ = [
-    "clipped_fraction",
+    "best_window",
     "estimate_mvc",
     "left_right_pairs",
-    "mains_fraction",
     "rates",
     "signal_quality",
     "symmetry",

@@ -664,16 +664,24 @@ def assert_storable(result: SessionResult) -> None:
     assert len(set(names)) == len(names), f"channel names repeat: {names}"
     for ch in result.channels:
         assert finite(ch.sampling_rate, 0) and ch.sampling_rate > 0
-        for rate in ("completion_rate", "intensity_rate", "duration_rate", "compliance_rate"):
-            assert finite(getattr(ch, rate), 0, 1), (rate, getattr(ch, rate))
         assert finite(ch.signal_quality, 0, 1)
         assert ch.activation_agreement is None or finite(ch.activation_agreement, 0, 1)
-        for name in ("mvc_value", "mvc_threshold", "time_under_tension_ms", "rms", "mav"):
+        assert finite(ch.masked_s, 0) and finite(ch.mains_fraction, 0, 1)
+        assert all(isinstance(w, str) and w for w in ch.warnings)
+        for name in ("rms", "mav"):
             assert finite(getattr(ch, name), 0), (name, getattr(ch, name))
         for f in dataclasses.fields(ch):
             value = getattr(ch, f.name)
             if isinstance(value, float):
                 assert math.isfinite(value), (f.name, value)
+        if not ch.usable:
+            # no numbers for a channel that cannot be trusted, and a reason instead
+            assert ch.warnings and ch.contractions_total is None and not ch.contractions
+            continue
+        for rate in ("completion_rate", "intensity_rate", "duration_rate", "compliance_rate"):
+            assert finite(getattr(ch, rate), 0, 1), (rate, getattr(ch, rate))
+        for name in ("mvc_value", "mvc_threshold", "time_under_tension_ms"):
+            assert finite(getattr(ch, name), 0), (name, getattr(ch, name))
         assert ch.contractions_total == len(ch.contractions)
         assert 0 <= ch.contractions_good <= ch.contractions_total
         for c in ch.contractions:

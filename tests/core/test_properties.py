@@ -94,6 +94,9 @@ def test_session_results_satisfy_the_database_contract(seed, rate, duration, snr
     assert 0.0 <= result.overall_compliance <= 1.0
     assert result.symmetry is None or 0.0 <= result.symmetry <= 1.0
     for ch in result.channels:
+        if not ch.usable:
+            assert ch.warnings and ch.contractions_total is None and ch.compliance_rate is None
+            continue
         for rate_name in ("completion_rate", "intensity_rate", "duration_rate", "compliance_rate"):
             assert 0.0 <= getattr(ch, rate_name) <= 1.0, rate_name
         assert 0.0 <= ch.signal_quality <= 1.0

@@ -1,0 +1,460 @@
+"""The analysis of one EMG channel: clean, envelope, detect, measure, and say what to trust.
+
+``prepare`` turns raw samples into what detection works on (artefacts bridged and masked, mains
+notched, band-passed, RMS envelope); ``analyse_channel`` turns that into a ``ChannelResult`` with
+the warnings a therapist needs. Both the analysis and the plots call ``prepare``, so a plot shows
+exactly what was analysed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .artefacts import Artefacts, bridge, clipped_fraction, find_stuck, mask_of
+from .detect import Detection, agreement, detect_contractions
+from .errors import SignalQualityError
+from .filters import BandPass, bandpass, rms_envelope
+from .mains import Mains, find_mains, notch_sos
+from .metrics import best_window, rates, signal_quality
+from .options import AnalysisOptions
+from .results import ChannelResult, Contraction
+from .spectral import SegmentSpectra, fi_nsm5, mean_frequency, median_frequency, segment_spectra
+from .spectral import trend as fit_trend
+
+#: a channel's unit when the file names none: C3D analog data are volts unless said otherwise
+DEFAULT_UNIT = "V"
+#: factor from a unit to volts, for the few judgements made in absolute terms and for display
+TO_VOLTS = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "µV": 1e-6}
+#: hum worth a sentence to the therapist when removed (share of in-band power)
+MAINS_WORTH_SAYING = 0.05
+#: hum beyond which a channel whose activity does not stand out is called too noisy
+MAINS_DOMINANT = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One channel ready for detection.
+
+    Attributes
+    ----------
+    emg : ndarray
+        Band-passed (and mains-notched) signal.
+    envelope : ndarray
+        Its RMS envelope.
+    masked : ndarray of bool
+        Artefact samples and their guards.
+    artefacts : Artefacts
+        The stuck runs found.
+    mains : Mains
+        The mains interference found (before removal).
+    mains_removed : bool
+    clipped : float
+        Share of saturated samples (dropouts excluded).
+    """
+
+    emg: np.ndarray
+    envelope: np.ndarray
+    masked: np.ndarray
+    artefacts: Artefacts
+    mains: Mains
+    mains_removed: bool
+    clipped: float
+
+
+def prepare(raw: np.ndarray, rate: float, filt: BandPass, opts: AnalysisOptions) -> Prepared:
+    """Bridge and mask dropouts, find and notch mains, band-pass, and take the RMS envelope."""
+    art = find_stuck(raw, rate, opts.stuck_min_ms / 1000)
+    clean = bridge(raw, art) if len(art) else np.asarray(raw, dtype=np.float64)
+    clipped = clipped_fraction(clean)
+    mains = find_mains(clean, rate, (filt.low_hz, filt.high_hz))
+    removed = mains.found and mains.fraction >= opts.mains_min_fraction
+    notches = notch_sos(mains, rate) if removed else None
+    emg = bandpass(clean, filt, notches)
+    del clean
+    envelope = rms_envelope(emg, rate, opts.envelope_window_ms / 1000)
+    masked = mask_of(art, raw.size, round(opts.artefact_guard_ms / 1000 * rate))
+    return Prepared(emg, envelope, masked, art, mains, bool(removed), clipped)
+
+
+def _none(value) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def _to_volts(unit: str) -> float | None:
+    return TO_VOLTS.get(unit.strip())
+
+
+def analyse_channel(
+    label: str,
+    unit: str,
+    raw: np.ndarray,
+    hint: np.ndarray | None,
+    rate: float,
+    filt: BandPass,
+    opts: AnalysisOptions,
+) -> ChannelResult:
+    """Analyse one raw EMG channel into its ``ChannelResult``.
+
+    Parameters
+    ----------
+    label, unit : str
+        The channel's label and unit as the file gives them (a blank unit means volts).
+    raw : ndarray, shape (n_samples,)
+        Raw samples.
+    hint : ndarray of bool, optional
+        The game's activated channel, for the agreement score.
+    rate : float
+        Sampling rate, Hz.
+    filt : BandPass
+    opts : AnalysisOptions
+    """
+    n = raw.size
+    bad = np.count_nonzero(~np.isfinite(raw))
+    if bad:
+        raise SignalQualityError(
+            f"EMG channel {label!r} holds {bad} non-finite samples (NaN or infinity): "
+            "the recording is damaged"
+        )
+    unit = unit.strip() or DEFAULT_UNIT
+    given = opts.mvc.get(label)
+    if n == 0 or not np.any(raw != raw[0]):
+        return _unusable(label, unit, rate, given, opts, "flat: the sensor recorded nothing")
+
+    prep = prepare(raw, rate, filt, opts)
+    del raw
+    det = detect_contractions(prep.envelope, rate, valid=~prep.masked, **opts.detection_kwargs())
+    masked_n = int(np.count_nonzero(prep.masked))
+    warnings: list[str] = []
+    if prep.mains_removed and prep.mains.fraction >= MAINS_WORTH_SAYING:
+        warnings.append(
+            f"mains hum at {prep.mains.fundamental_hz:.1f} Hz "
+            f"({100 * prep.mains.fraction:.0f} % of the signal's power) removed"
+        )
+    if len(prep.artefacts):
+        stuck_s = prep.artefacts.n_samples / rate
+        warnings.append(
+            f"{stuck_s:.1f} s of sensor dropout masked ({len(prep.artefacts)} "
+            f"stretch{'es' if len(prep.artefacts) > 1 else ''} stuck at one value)"
+        )
+    if prep.clipped >= 0.001:
+        warnings.append(
+            f"{100 * prep.clipped:.1f} % of samples at the amplifier's limit (saturated)"
+        )
+
+    reason = None
+    if masked_n > opts.max_masked_share * n:
+        reason = f"mostly dropout: {100 * masked_n / n:.0f} % of the recording is masked"
+    elif prep.clipped > opts.max_clipped_share:
+        reason = f"saturated: {100 * prep.clipped:.0f} % of samples at the amplifier's limit"
+    elif not det.enough_contrast and prep.mains.fraction >= MAINS_DOMINANT:
+        reason = (
+            "too noisy to count contractions: with the mains hum removed, no muscle activity "
+            "stands out of the noise"
+        )
+    if reason is not None:
+        return _unusable(
+            label, unit, rate, given, opts, reason, warnings=warnings, prep=prep, det=det
+        )
+    if not det.enough_contrast:
+        warnings.append("no contraction stands out of the rest level")
+
+    mvc, mvc_window = _mvc(prep, given, rate, opts)
+    threshold = mvc * opts.mvc_percentage / 100
+    spectra = segment_spectra(
+        prep.emg, rate, (filt.low_hz, filt.high_hz), segment_s=opts.welch_segment_ms / 1000
+    )
+    spectra_ok = _clean_segments(spectra, prep.masked)
+    contractions = _contractions(det, prep.envelope, spectra, spectra_ok, rate, threshold, opts)
+    total = len(contractions)
+    good = sum(c.is_good for c in contractions)
+    mvc_ok = sum(c.meets_mvc for c in contractions)
+    dur_ok = sum(c.meets_duration for c in contractions)
+    fatigue = _fatigue(contractions, det, spectra, spectra_ok, opts)
+
+    quality = signal_quality(
+        det.contrast,
+        prep.mains.fraction if not prep.mains_removed else 0.0,
+        prep.clipped,
+        masked_n / n,
+    )
+    agree = (
+        agreement(
+            det.starts,
+            det.ends,
+            hint,
+            rate,
+            merge_gap_s=opts.merge_gap_ms / 1000,
+            min_duration_s=opts.min_contraction_ms / 1000,
+        )
+        if hint is not None
+        else None
+    )
+    unmasked = ~prep.masked
+    emg_ok = prep.emg[unmasked] if masked_n else prep.emg
+    if mvc_window is not None:
+        source = (
+            f"estimated from this session's strongest {opts.mvc_window_ms:.0f} ms "
+            f"({mvc_window[0] / rate:.2f}-{mvc_window[1] / rate:.2f} s)"
+        )
+    else:
+        source = "given for this patient"
+    return ChannelResult(
+        name=label,
+        sampling_rate=rate,
+        unit=unit,
+        mvc_value=float(mvc),
+        mvc_threshold=float(threshold),
+        mvc_method="given" if given is not None else "estimated_best_500ms",
+        duration_threshold_ms=float(opts.duration_threshold_ms),
+        expected_contractions=int(opts.expected_contractions),
+        contractions_total=total,
+        contractions_good=good,
+        contractions_mvc_compliant=mvc_ok,
+        contractions_duration_compliant=dur_ok,
+        **rates(total, good, mvc_ok, dur_ok, opts.expected_contractions),
+        time_under_tension_ms=float(sum(c.duration_ms for c in contractions)),
+        rms=float(np.sqrt(np.mean(np.square(emg_ok)))) if emg_ok.size else 0.0,
+        mav=float(np.mean(np.abs(emg_ok))) if emg_ok.size else 0.0,
+        **fatigue,
+        signal_quality=quality,
+        activation_agreement=agree,
+        usable=True,
+        warnings=tuple(warnings),
+        masked_samples=masked_n,
+        masked_s=masked_n / rate,
+        mains_hz=_none(prep.mains.fundamental_hz),
+        mains_fraction=float(prep.mains.fraction),
+        mains_removed=prep.mains_removed,
+        rest_level=float(det.rest_level),
+        onset_level=float(det.onset_level),
+        offset_level=float(det.offset_level),
+        mvc_source=source,
+        mvc_start_ms=1000 * mvc_window[0] / rate if mvc_window is not None else None,
+        mvc_end_ms=1000 * mvc_window[1] / rate if mvc_window is not None else None,
+        contractions=tuple(contractions),
+    )
+
+
+def _mvc(prep: Prepared, given: float | None, rate: float, opts: AnalysisOptions):
+    """The MVC and, when estimated, the window ``(start, end)`` it came from (never masked)."""
+    if given is not None:
+        return float(given), None
+    value, start = best_window(prep.envelope, rate, opts.mvc_window_ms / 1000, ~prep.masked)
+    if start is None:
+        return 0.0, None
+    return value, (start, start + max(1, round(opts.mvc_window_ms / 1000 * rate)))
+
+
+def _clean_segments(spectra: SegmentSpectra, masked: np.ndarray) -> np.ndarray:
+    """Segments that hold no masked sample (an artefact's power must not reach a spectrum)."""
+    if spectra.starts.size == 0:
+        return np.zeros(0, dtype=bool)
+    if not masked.any():
+        return np.ones(spectra.starts.size, dtype=bool)
+    csum = np.concatenate(([0], np.cumsum(masked)))
+    ends = np.minimum(spectra.starts + spectra.nperseg, masked.size)
+    return (csum[ends] - csum[spectra.starts]) == 0
+
+
+def _mean_psd(spectra, ok, start: int, end: int) -> np.ndarray | None:
+    """Welch PSD over ``[start, end)`` from clean segments only (None when there is none)."""
+    if spectra.starts.size == 0:
+        return None
+    lo = int(np.searchsorted(spectra.starts, start, side="left"))
+    hi = int(np.searchsorted(spectra.starts, end - spectra.nperseg, side="right"))
+    if hi > lo:
+        sel = ok[lo:hi]
+        return spectra.psd[lo:hi][sel].mean(axis=0) if sel.any() else None
+    # shorter than a segment: the segment centred on it, if clean
+    centre = (start + end) / 2 - spectra.nperseg / 2
+    k = int(np.clip(np.searchsorted(spectra.starts, centre), 0, spectra.starts.size - 1))
+    return spectra.psd[k] if ok[k] else None
+
+
+def _contractions(
+    det: Detection,
+    envelope: np.ndarray,
+    spectra: SegmentSpectra,
+    ok: np.ndarray,
+    rate: float,
+    threshold: float,
+    opts: AnalysisOptions,
+) -> list[Contraction]:
+    if len(det) == 0:
+        return []
+    starts, ends = det.starts, det.ends
+    csum = np.concatenate(([0.0], np.cumsum(envelope)))
+    means = (csum[ends] - csum[starts]) / (ends - starts)
+    # "reaches X % MVC" is judged on the contraction's best window of the same length as the
+    # MVC estimate: the raw peak of a 50 ms RMS rides ~15 % noise and would pass weak efforts
+    w = max(1, round(opts.mvc_window_ms / 1000 * rate))
+    min_trend = round(opts.fatigue_min_contraction_ms / 1000 * rate)
+    out = []
+    for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        start_ms, end_ms = 1000 * s / rate, 1000 * e / rate
+        duration = end_ms - start_ms
+        psd = _mean_psd(spectra, ok, s, e)
+        if e - s > w:
+            sustained = float(np.max(csum[s + w : e + 1] - csum[s : e + 1 - w]) / w)
+        else:
+            sustained = float(means[i])
+        meets_mvc = bool(sustained >= threshold)
+        meets_duration = bool(duration >= opts.duration_threshold_ms)
+        mpf_slope = mdf_slope = None
+        if e - s >= min_trend:
+            mpf_slope, mdf_slope = _within_slopes(spectra, ok, s, e)
+        out.append(
+            Contraction(
+                index=i,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                duration_ms=duration,
+                peak_amplitude=float(envelope[s:e].max()),
+                mean_amplitude=float(means[i]),
+                meets_mvc=meets_mvc,
+                meets_duration=meets_duration,
+                is_good=meets_mvc and meets_duration,
+                mpf_hz=_none(mean_frequency(spectra.freqs, psd)) if psd is not None else None,
+                mdf_hz=_none(median_frequency(spectra.freqs, psd)) if psd is not None else None,
+                mpf_slope_hz_per_s=mpf_slope,
+                mdf_slope_hz_per_s=mdf_slope,
+            )
+        )
+    return out
+
+
+def _within_slopes(spectra: SegmentSpectra, ok: np.ndarray, s: int, e: int):
+    """MPF and MDF trends (Hz/s) over the clean segments inside one long contraction."""
+    lo = int(np.searchsorted(spectra.starts, s, side="left"))
+    hi = int(np.searchsorted(spectra.starts, e - spectra.nperseg, side="right"))
+    idx = np.arange(lo, hi)[ok[lo:hi]] if hi > lo else np.zeros(0, dtype=np.int64)
+    if idx.size < 4:
+        return None, None
+    psd = spectra.psd[idx]
+    t = (spectra.starts[idx] + spectra.nperseg / 2) / spectra.rate
+    mpf = fit_trend(t, mean_frequency(spectra.freqs, psd), min_points=4)
+    mdf = fit_trend(t, median_frequency(spectra.freqs, psd), min_points=4)
+    return (_none(mpf.slope) if mpf else None), (_none(mdf.slope) if mdf else None)
+
+
+def _fatigue(
+    contractions: list[Contraction],
+    det: Detection,
+    spectra: SegmentSpectra,
+    ok: np.ndarray,
+    opts: AnalysisOptions,
+) -> dict:
+    """Spectral summary and fatigue trends, from contractions only (rest has no fatigue)."""
+    out = dict.fromkeys(
+        (
+            "mpf_hz",
+            "mdf_hz",
+            "fi_nsm5",
+            "fi_nsm5_relative",
+            "mpf_slope_hz_per_s",
+            "mdf_slope_hz_per_s",
+            "mpf_slope_pct_per_s",
+            "mdf_slope_pct_per_s",
+        )
+    )
+    out["fatigue_reason"] = None
+    psds, weights, times = [], [], []
+    for s, e in zip(det.starts.tolist(), det.ends.tolist(), strict=True):
+        psd = _mean_psd(spectra, ok, s, e)
+        if psd is not None:
+            psds.append(psd)
+            weights.append(e - s)
+            times.append((s + e) / 2 / spectra.rate)
+    if not psds:
+        out["fatigue_reason"] = (
+            "no contraction to measure"
+            if not contractions
+            else "no clean spectrum in any contraction"
+        )
+        return out
+    f = spectra.freqs
+    pooled = np.average(np.vstack(psds), axis=0, weights=np.asarray(weights, dtype=np.float64))
+    out["mpf_hz"] = _none(mean_frequency(f, pooled))
+    out["mdf_hz"] = _none(median_frequency(f, pooled))
+    out["fi_nsm5"] = _none(fi_nsm5(f, pooled))
+    if len(psds) < opts.fatigue_min_contractions:
+        out["fatigue_reason"] = (
+            f"{len(psds)} contraction{'s' if len(psds) != 1 else ''} with a clean spectrum: "
+            f"a fatigue trend needs {opts.fatigue_min_contractions}"
+        )
+        return out
+    t = np.asarray(times)
+    stack = np.vstack(psds)
+    min_points = opts.fatigue_min_contractions
+    if (tr := fit_trend(t, mean_frequency(f, stack), min_points)) is not None:
+        out["mpf_slope_hz_per_s"], out["mpf_slope_pct_per_s"] = _none(tr.slope), _none(tr.slope_pct)
+    if (tr := fit_trend(t, median_frequency(f, stack), min_points)) is not None:
+        out["mdf_slope_hz_per_s"], out["mdf_slope_pct_per_s"] = _none(tr.slope), _none(tr.slope_pct)
+    if (tr := fit_trend(t, fi_nsm5(f, stack), min_points)) is not None and tr.first > 0:
+        out["fi_nsm5_relative"] = _none(tr.last / tr.first)
+    return out
+
+
+def _unusable(
+    label: str,
+    unit: str,
+    rate: float,
+    given: float | None,
+    opts: AnalysisOptions,
+    reason: str,
+    *,
+    warnings: list[str] | None = None,
+    prep: Prepared | None = None,
+    det: Detection | None = None,
+) -> ChannelResult:
+    """A channel that cannot be trusted: no counts, and the reason first among its warnings."""
+    masked_n = int(np.count_nonzero(prep.masked)) if prep is not None else 0
+    return ChannelResult(
+        name=label,
+        sampling_rate=rate,
+        unit=unit,
+        mvc_value=float(given) if given is not None else None,
+        mvc_threshold=float(given * opts.mvc_percentage / 100) if given is not None else None,
+        mvc_method="given" if given is not None else "estimated_best_500ms",
+        duration_threshold_ms=float(opts.duration_threshold_ms),
+        expected_contractions=int(opts.expected_contractions),
+        contractions_total=None,
+        contractions_good=None,
+        contractions_mvc_compliant=None,
+        contractions_duration_compliant=None,
+        completion_rate=None,
+        intensity_rate=None,
+        duration_rate=None,
+        compliance_rate=None,
+        time_under_tension_ms=None,
+        rms=0.0 if prep is None else float(np.sqrt(np.mean(np.square(prep.emg)))),
+        mav=0.0 if prep is None else float(np.mean(np.abs(prep.emg))),
+        mpf_hz=None,
+        mdf_hz=None,
+        fi_nsm5=None,
+        fi_nsm5_relative=None,
+        mpf_slope_hz_per_s=None,
+        mdf_slope_hz_per_s=None,
+        mpf_slope_pct_per_s=None,
+        mdf_slope_pct_per_s=None,
+        signal_quality=0.0,
+        activation_agreement=None,
+        usable=False,
+        warnings=(f"not analysed: {reason}", *(warnings or ())),
+        masked_samples=masked_n,
+        masked_s=masked_n / rate,
+        mains_hz=_none(prep.mains.fundamental_hz) if prep is not None else None,
+        mains_fraction=float(prep.mains.fraction) if prep is not None else 0.0,
+        mains_removed=bool(prep.mains_removed) if prep is not None else False,
+        rest_level=float(det.rest_level) if det is not None else None,
+        onset_level=float(det.onset_level) if det is not None else None,
+        offset_level=float(det.offset_level) if det is not None else None,
+        mvc_source="given for this patient" if given is not None else None,
+        fatigue_reason=f"channel not analysed ({reason.split(':')[0]})",
+        contractions=(),
+    )
+
+
+__all__ = ["DEFAULT_UNIT", "Prepared", "analyse_channel", "prepare"]

@@ -1,0 +1,221 @@
+"""Every tunable of the analysis in one frozen object, with the clinical protocol's defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidOptionsError
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisOptions:
+    """Every tunable of the analysis, with the clinical protocol's defaults.
+
+    Attributes
+    ----------
+    highpass_hz, lowpass_hz : float
+        Band-pass cut-offs (20-450 Hz); the top one is clipped below Nyquist.
+    filter_order : int
+        Butterworth order (4; forward-backward filtering makes it 8 effective).
+    envelope_window_ms : float
+        RMS envelope window (50 ms).
+    stuck_min_ms, artefact_guard_ms : float
+        Equal samples lasting ``stuck_min_ms`` (25) are a dropout; ``artefact_guard_ms`` (75)
+        on each side is masked with it (the filters' and the envelope's reach).
+    mains_min_fraction : float
+        Mains lines carrying at least this share of the in-band power (0.01) are notched out.
+    rest_block_ms, rest_window_ms, rest_quantile : float
+        Rest level: the ``rest_quantile`` percentile (50) of each ``rest_block_ms`` block (250),
+        the lowest within ``rest_window_ms`` (8000) around each moment.
+    onset_exponent, onset_fraction, onset_min, onset_max : float
+        Onset level over rest: ``max(clip(D ** onset_exponent, onset_min, onset_max),
+        onset_fraction * D)`` with ``D`` the channel's strongest sustained activity over rest
+        (0.5, 0.17, 3, 30): half-way to the activity in dB, and at least 17 % of it.
+    offset_exponent, offset_min : float
+        Offset (hysteresis) level over rest, ``clip(D ** offset_exponent, offset_min, onset)``
+        (0.35, 2).
+    refine_ratio, refine_reach_ms : float
+        Edges move to where the envelope is back at ``refine_ratio`` x rest (1.5), at most
+        ``refine_reach_ms`` (500) away.
+    sustain_ms : float
+        A contraction's moving mean over this long must reach the onset level (250).
+    split_depth, split_smooth_ms : float
+        Split a contraction at a valley this many times below the peaks beside it (4), on the
+        envelope's moving mean over ``split_smooth_ms`` (250).
+    min_contrast : float
+        Activity must stand this many times above rest to count anything (4).
+    min_contraction_ms, merge_gap_ms, max_contraction_ms : float
+        Drop shorter contractions (100), merge closer ones (200), split longer ones (10000).
+    mvc : mapping of str to float
+        Given MVC per channel label, in the channel's unit; other channels get an estimate.
+    mvc_window_ms : float
+        Window of the MVC estimate (best 500 ms of the envelope, artefacts excluded).
+    mvc_percentage : float
+        Intensity threshold as % of MVC (75).
+    duration_threshold_ms : float
+        Minimum duration of a good contraction (2000).
+    expected_contractions : int
+        Contractions the protocol asks for per channel (12).
+    include : str or None
+        Regular expression selecting the EMG channels by label (overrides discovery).
+    welch_segment_ms : float
+        Welch segment length (250 ms, Hann, 50 % overlap).
+    fatigue_min_contractions : int
+        Contractions with a spectrum needed for a fatigue trend across the session (3).
+    fatigue_min_contraction_ms : float
+        Shortest contraction given a fatigue trend of its own (1500).
+    max_masked_share, max_clipped_share : float
+        Beyond these shares of masked (0.5) or saturated (0.05) samples a channel is unusable.
+    """
+
+    highpass_hz: float = 20.0
+    lowpass_hz: float = 450.0
+    filter_order: int = 4
+    envelope_window_ms: float = 50.0
+    stuck_min_ms: float = 25.0
+    artefact_guard_ms: float = 75.0
+    mains_min_fraction: float = 0.01
+    rest_block_ms: float = 250.0
+    rest_window_ms: float = 8000.0
+    rest_quantile: float = 50.0
+    onset_exponent: float = 0.5
+    onset_fraction: float = 0.17
+    onset_min: float = 3.0
+    onset_max: float = 30.0
+    offset_exponent: float = 0.35
+    offset_min: float = 2.0
+    refine_ratio: float = 1.5
+    refine_reach_ms: float = 500.0
+    sustain_ms: float = 250.0
+    split_depth: float = 4.0
+    split_smooth_ms: float = 250.0
+    min_contrast: float = 4.0
+    min_contraction_ms: float = 100.0
+    merge_gap_ms: float = 200.0
+    max_contraction_ms: float = 10_000.0
+    mvc: Mapping[str, float] = field(default_factory=dict)
+    mvc_window_ms: float = 500.0
+    mvc_percentage: float = 75.0
+    duration_threshold_ms: float = 2000.0
+    expected_contractions: int = 12
+    include: str | None = None
+    welch_segment_ms: float = 250.0
+    fatigue_min_contractions: int = 3
+    fatigue_min_contraction_ms: float = 1500.0
+    max_masked_share: float = 0.5
+    max_clipped_share: float = 0.05
+
+    def __post_init__(self) -> None:
+        # a read-only copy: the caller's dict cannot change a frozen options object later
+        mvc = dict(self.mvc or {})
+        for label, value in mvc.items():
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise InvalidOptionsError(
+                    f"the MVC given for channel {label!r} must be a positive number, not {value!r}"
+                )
+        object.__setattr__(self, "mvc", _FrozenDict({str(k): float(v) for k, v in mvc.items()}))
+        checks = [
+            (0 < self.highpass_hz < self.lowpass_hz, "highpass_hz must be > 0 and < lowpass_hz"),
+            (1 <= self.filter_order <= 10, "filter_order must be between 1 and 10"),
+            (self.envelope_window_ms > 0, "envelope_window_ms must be > 0"),
+            (self.stuck_min_ms > 0, "stuck_min_ms must be > 0"),
+            (self.artefact_guard_ms >= 0, "artefact_guard_ms must be >= 0"),
+            (0 <= self.mains_min_fraction <= 1, "mains_min_fraction must be in [0, 1]"),
+            (self.rest_block_ms > 0, "rest_block_ms must be > 0"),
+            (self.rest_window_ms >= self.rest_block_ms, "rest_window_ms must be >= rest_block_ms"),
+            (0 <= self.rest_quantile <= 100, "rest_quantile must be in [0, 100]"),
+            (0 <= self.onset_exponent <= 1, "onset_exponent must be in [0, 1]"),
+            (0 <= self.onset_fraction <= 1, "onset_fraction must be in [0, 1]"),
+            (1 <= self.onset_min <= self.onset_max, "need 1 <= onset_min <= onset_max"),
+            (0 <= self.offset_exponent <= 1, "offset_exponent must be in [0, 1]"),
+            (1 <= self.offset_min <= self.onset_min, "need 1 <= offset_min <= onset_min"),
+            (1 <= self.refine_ratio <= self.offset_min, "need 1 <= refine_ratio <= offset_min"),
+            (self.refine_reach_ms >= 0, "refine_reach_ms must be >= 0"),
+            (self.sustain_ms > 0, "sustain_ms must be > 0"),
+            (self.split_depth >= 1, "split_depth must be >= 1 (1 never splits)"),
+            (self.split_smooth_ms > 0, "split_smooth_ms must be > 0"),
+            (self.min_contrast >= 1, "min_contrast must be >= 1"),
+            (self.min_contraction_ms >= 0, "min_contraction_ms must be >= 0"),
+            (self.merge_gap_ms >= 0, "merge_gap_ms must be >= 0"),
+            (
+                self.max_contraction_ms > self.min_contraction_ms,
+                "max_contraction_ms must exceed min_contraction_ms",
+            ),
+            (self.mvc_window_ms > 0, "mvc_window_ms must be > 0"),
+            (0 < self.mvc_percentage <= 200, "mvc_percentage must be in (0, 200]"),
+            (self.duration_threshold_ms >= 0, "duration_threshold_ms must be >= 0"),
+            (self.expected_contractions >= 1, "expected_contractions must be >= 1"),
+            (self.welch_segment_ms > 0, "welch_segment_ms must be > 0"),
+            (self.fatigue_min_contractions >= 2, "fatigue_min_contractions must be >= 2"),
+            (self.fatigue_min_contraction_ms > 0, "fatigue_min_contraction_ms must be > 0"),
+            (0 < self.max_masked_share <= 1, "max_masked_share must be in (0, 1]"),
+            (0 < self.max_clipped_share <= 1, "max_clipped_share must be in (0, 1]"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise InvalidOptionsError(f"invalid analysis options: {message}")
+
+    def detection_kwargs(self) -> dict[str, float]:
+        """Keyword arguments of :func:`emg_core.detect.detect_contractions` (seconds, ratios)."""
+        return {
+            "rest_block_s": self.rest_block_ms / 1000,
+            "rest_window_s": self.rest_window_ms / 1000,
+            "rest_quantile": self.rest_quantile,
+            "onset_exponent": self.onset_exponent,
+            "onset_fraction": self.onset_fraction,
+            "onset_min": self.onset_min,
+            "onset_max": self.onset_max,
+            "offset_exponent": self.offset_exponent,
+            "offset_min": self.offset_min,
+            "refine_ratio": self.refine_ratio,
+            "refine_reach_s": self.refine_reach_ms / 1000,
+            "sustain_s": self.sustain_ms / 1000,
+            "split_depth": self.split_depth,
+            "split_smooth_s": self.split_smooth_ms / 1000,
+            "min_contrast": self.min_contrast,
+            "min_duration_s": self.min_contraction_ms / 1000,
+            "merge_gap_s": self.merge_gap_ms / 1000,
+            "max_duration_s": self.max_contraction_ms / 1000,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (for a process boundary or the result's ``processing``)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["mvc"] = dict(self.mvc)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> AnalysisOptions:
+        """Build options from :meth:`to_dict` output; unknown keys are an error, not ignored."""
+        data = dict(data or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InvalidOptionsError(f"unknown analysis options: {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise InvalidOptionsError(f"invalid analysis options: {exc}") from None
+
+
+class _FrozenDict(dict):
+    """A dict that refuses changes (keeps ``AnalysisOptions`` effectively immutable)."""
+
+    def _readonly(self, *args, **kwargs):
+        raise TypeError("AnalysisOptions.mvc is read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+    def __reduce__(self):
+        # pickle through the constructor: the default path would call the refused __setitem__
+        return (_FrozenDict, (dict(self),))
+
+
+__all__ = ["AnalysisOptions"]
