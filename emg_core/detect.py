@@ -41,7 +41,6 @@ from scipy import signal
 
 from .filters import moving_mean
 
-
 #: how far above the recording's quieter blocks the local rest level may drift
 MAX_DRIFT = 4.0
 
@@ -383,7 +382,8 @@ def detect_contractions(
         keep = _run_max(sustained, starts, ends) >= on
         starts, ends = starts[keep], ends[keep]
     if starts.size and split_depth > 1:
-        valley_env = moving_mean(z, rate, split_smooth_s) if split_smooth_s != sustain_s else sustained
+        same = split_smooth_s == sustain_s
+        valley_env = sustained if same else moving_mean(z, rate, split_smooth_s)
         starts, ends = _split_valleys(valley_env, starts, ends, on, split_depth, rate)
         del valley_env
     del sustained
