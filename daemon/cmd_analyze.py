@@ -20,7 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="a C3D recording")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument(
-        "--plot", metavar="OUT.png", help="draw each channel's envelope and contractions"
+        "--plot",
+        metavar="OUT.png",
+        help="draw each channel's raw signal, envelope, levels, artefact and contractions",
     )
     parser.add_argument(
         "--mvc",
@@ -64,15 +66,101 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
     return "-" if value is None else format(value, spec)
 
 
+# Surface EMG amplitudes are tens to hundreds of microvolts: in volts they print as 4.5e-04, which
+# nobody reads at a glance. Units that are not a voltage are shown as the file gives them.
+_TO_MICROVOLT = {
+    "V": 1e6,
+    "v": 1e6,
+    "mV": 1e3,
+    "mv": 1e3,
+    "uV": 1.0,
+    "\u00b5V": 1.0,
+    "\u03bcV": 1.0,
+}
+
+
+def display_unit(unit: str) -> tuple[str, float]:
+    """The unit amplitudes are shown in and the factor from ``unit`` to it (µV for voltages)."""
+    scale = _TO_MICROVOLT.get(unit.strip())
+    return ("\u00b5V", scale) if scale is not None else (unit, 1.0)
+
+
+def amplitude_text(value: float | None, scale: float) -> str:
+    """``value`` times ``scale`` for a table: '-' for None."""
+    if value is None:
+        return "-"
+    value *= scale
+    # whole microvolts above 100 (1585, not 1.59e+03); three significant digits below
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _mvc_percentage(result) -> float | None:
+    """The intensity threshold in % of MVC the result was analysed with."""
+    options = (result.processing or {}).get("options") or {}
+    if isinstance(options.get("mvc_percentage"), int | float):
+        return float(options["mvc_percentage"])
+    for ch in result.channels:
+        if ch.mvc_value and ch.mvc_threshold is not None:
+            return 100.0 * ch.mvc_threshold / ch.mvc_value
+    return None
+
+
+def _estimated(ch) -> bool:
+    return ch.mvc_method != "given"
+
+
+def _mvc_line(ch, unit: str, scale: float) -> str:
+    if ch.mvc_value is None:
+        return "MVC: - (no usable effort to measure it on)"
+    if ch.mvc_source:
+        source = ch.mvc_source
+    elif _estimated(ch):
+        source = "estimated from this session"
+        if ch.mvc_start_ms is not None and ch.mvc_end_ms is not None:
+            source += f" ({ch.mvc_start_ms / 1000:.2f}-{ch.mvc_end_ms / 1000:.2f} s)"
+    else:
+        source = "given"
+    mark = "*" if _estimated(ch) else ""
+    return (
+        f"MVC {amplitude_text(ch.mvc_value, scale)} {unit}, {source}{mark}; "
+        f"threshold {amplitude_text(ch.mvc_threshold, scale)} {unit}"
+    )
+
+
+def _signal_line(ch, unit: str, scale: float) -> str:
+    rest, onset, offset = (
+        amplitude_text(v, scale) for v in (ch.rest_level, ch.onset_level, ch.offset_level)
+    )
+    parts = [
+        f"rest {rest} / onset {onset} / offset {offset} {unit}",
+        f"masked {ch.masked_s:.1f} s of artefact"
+        if ch.masked_s >= 0.05
+        else f"masked {ch.masked_samples} samples of artefact"
+        if ch.masked_samples
+        else "nothing masked",
+    ]
+    if ch.mains_hz is None:
+        parts.append("no mains hum")
+    else:
+        parts.append(
+            f"hum {ch.mains_hz:.1f} Hz {'removed' if ch.mains_removed else 'left in'}"
+            f" ({ch.mains_fraction:.0%} of in-band power)"
+        )
+    return "; ".join(parts)
+
+
 def render(result) -> str:
-    """A readable table of a ``SessionResult``."""
+    """A readable table of a ``SessionResult``, each channel's notes and warnings under it.
+
+    Amplitudes are in µV when the channel is in V or mV; a channel without counts (unusable)
+    shows '-' and why.
+    """
     meta = result.metadata
     lines = [
         f"file: {result.file}   duration: {result.duration_s:.1f} s   "
         f"recorded: {result.recorded_at.isoformat() if result.recorded_at else '-'}",
         f"analysis {result.analysis_version}   overall compliance: "
-        f"{result.overall_compliance:.0%}   symmetry: "
-        f"{'-' if result.symmetry is None else f'{result.symmetry:.2f}'}",
+        f"{_fmt(result.overall_compliance, '.0%')}   symmetry: {_fmt(result.symmetry, '.2f')}",
     ]
     if meta.game_name or meta.player_name:
         lines.append(
@@ -81,45 +169,162 @@ def render(result) -> str:
         )
     header = (
         f"{'channel':<24} {'n':>3} {'good':>4} {'MVC ok':>6} {'dur ok':>6} {'compl':>6} "
-        f"{'MVC':>10} {'RMS':>10} {'MPF Hz':>7} {'MDF Hz':>7} {'MDF %/s':>8} {'quality':>7}"
+        f"{'unit':>4} {'MVC':>7} {'rest':>6} {'onset':>6} {'RMS':>7} "
+        f"{'MPF Hz':>7} {'MDF Hz':>7} {'MDF %/s':>8} {'quality':>7}"
     )
     lines += ["", header, "-" * len(header)]
+    notes: list[str] = []
     for ch in result.channels:
-        lines.append(
-            f"{ch.name[:24]:<24} {ch.contractions_total:>3} {ch.contractions_good:>4} "
-            f"{ch.contractions_mvc_compliant:>6} {ch.contractions_duration_compliant:>6} "
-            f"{ch.compliance_rate:>6.0%} {ch.mvc_value:>10.3g} {ch.rms:>10.3g} "
-            f"{_fmt(ch.mpf_hz, '.0f'):>7} {_fmt(ch.mdf_hz, '.0f'):>7} "
-            f"{_fmt(ch.mdf_slope_pct_per_s, '+.2f'):>8} {ch.signal_quality:>7.2f}"
+        unit, scale = display_unit(ch.unit)
+        mvc, rest, onset, rms = (
+            amplitude_text(v, scale) for v in (ch.mvc_value, ch.rest_level, ch.onset_level, ch.rms)
         )
+        row = (
+            f"{ch.name[:24]:<24} {_fmt(ch.contractions_total, 'd'):>3} "
+            f"{_fmt(ch.contractions_good, 'd'):>4} {_fmt(ch.contractions_mvc_compliant, 'd'):>6} "
+            f"{_fmt(ch.contractions_duration_compliant, 'd'):>6} "
+            f"{_fmt(ch.compliance_rate, '.0%'):>6} {unit[:4]:>4} {mvc:>7} {rest:>6} {onset:>6} "
+            f"{rms:>7} {_fmt(ch.mpf_hz, '.0f'):>7} {_fmt(ch.mdf_hz, '.0f'):>7} "
+            f"{_fmt(ch.mdf_slope_pct_per_s, '+.2f'):>8} {_fmt(ch.signal_quality, '.2f'):>7}"
+        )
+        lines.append(row + ("   unusable (see its warnings)" if not ch.usable else ""))
+        notes.append(f"{ch.name}:")
+        if ch.contractions_total is None:
+            why = "the signal cannot be trusted" if not ch.usable else "the analysis gave none"
+            notes.append(f"    no counts: {why}")
+        elif not ch.usable:
+            notes.append("    unusable: its counts are not to be trusted")
+        notes.append(f"    {_mvc_line(ch, unit, scale)}")
+        notes.append(f"    {_signal_line(ch, unit, scale)}")
+        if ch.fatigue_reason:
+            notes.append(f"    fatigue: {ch.fatigue_reason}")
+        notes += [f"    ! {warning}" for warning in ch.warnings]
+    lines += ["", *notes]
+    if any(_estimated(ch) and ch.mvc_value is not None for ch in result.channels):
+        pct = _mvc_percentage(result)
+        share = "the MVC threshold" if pct is None else f"\u2265{pct:g} % MVC"
+        of = "a share" if pct is None else f"{pct:g} %"
+        lines += [
+            "",
+            f"* MVC estimated from this session: {share} means {of} of this session's strongest "
+            "effort, not of a maximal test contraction.",
+        ]
     return "\n".join(lines)
 
 
-def plot(result, envelopes: dict, out: str) -> None:
-    """Each channel's envelope with its contractions and MVC threshold, one panel per channel."""
+def _binned(rate: float, raw, envelope, masked, max_bins: int = 6000):
+    """Time, raw min/max, envelope max and mask-any per bin: a long recording drawn with every
+    sample would be slow and too dense to see, and a spike must not vanish between two samples."""
+    import numpy as np
+
+    n = raw.size
+    step = max(1, -(-n // max_bins))
+    m = n // step * step
+    if step == 1 or m == 0:
+        t = np.arange(n) / rate
+        return t, raw, raw, envelope, np.asarray(masked, dtype=bool)
+    t = (np.arange(m // step) * step + step / 2) / rate
+    r = raw[:m].reshape(-1, step)
+    return (
+        t,
+        r.min(axis=1),
+        r.max(axis=1),
+        envelope[:m].reshape(-1, step).max(axis=1),
+        np.asarray(masked[:m], dtype=bool).reshape(-1, step).any(axis=1),
+    )
+
+
+def _fit_to_signal(ax_raw, ax_env, raw, env, masked, ch, scale: float) -> None:
+    """Scale both panels to the samples that were analysed: a railed or dropped-out stretch (grey)
+    would otherwise set the range and squash the signal into a line."""
+    import numpy as np
+
+    keep = ~np.asarray(masked, dtype=bool)
+    if keep.any() and not keep.all():
+        lo, hi = float(raw[keep].min()), float(raw[keep].max())
+        pad = 0.05 * (hi - lo) or 1.0
+        ax_raw.set_ylim(lo - pad, hi + pad)
+    positive = env[keep & (env > 0)]
+    if ax_env.get_yscale() == "log" and positive.size:
+        levels = [
+            v * scale
+            for v in (ch.rest_level, ch.offset_level, ch.onset_level, ch.mvc_threshold)
+            if v is not None and v > 0
+        ]
+        bottom = min([float(np.percentile(positive, 0.1)), *levels])
+        top = max([float(positive.max()), *levels])
+        ax_env.set_ylim(bottom / 1.5, top * 1.5)
+
+
+def plot(result, traces: dict, out: str) -> None:
+    """Per channel, two panels sharing time: the raw signal, and the envelope (log scale) with the
+    rest, onset and offset levels and the MVC threshold; artefact grey, contractions shaded."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    channels = list(result.channels)
+    channels = [ch for ch in result.channels if ch.name in traces]
+    n = max(len(channels), 1)
     fig, axes = plt.subplots(
-        len(channels), 1, figsize=(12, 2.2 * len(channels)), sharex=True, squeeze=False
+        2 * n,
+        1,
+        figsize=(13, 3.6 * n),
+        sharex=True,
+        squeeze=False,
+        gridspec_kw={"height_ratios": [1, 1.4] * n},
     )
-    for ax, ch in zip(axes[:, 0], channels, strict=True):
-        rate, env = envelopes[ch.name]
-        t = np.arange(env.size) / rate
-        ax.plot(t, env, lw=0.6, color="0.2")
-        for c in ch.contractions:
-            colour = "tab:green" if c.is_good else "tab:orange"
-            ax.axvspan(c.start_ms / 1000, c.end_ms / 1000, color=colour, alpha=0.25)
-        ax.axhline(ch.mvc_threshold, color="tab:red", ls="--", lw=0.8, label="MVC threshold")
-        ax.set_ylabel(f"{ch.name}\n[{ch.unit}]", fontsize=8)
+    levels = [
+        ("rest_level", "rest", "0.45", ":"),
+        ("offset_level", "offset", "tab:blue", ":"),
+        ("onset_level", "onset", "tab:blue", "--"),
+        ("mvc_threshold", "MVC threshold", "tab:red", "--"),
+    ]
+    for k, ch in enumerate(channels):
+        ax_raw, ax_env = axes[2 * k, 0], axes[2 * k + 1, 0]
+        trace = traces[ch.name]
+        unit, scale = display_unit(ch.unit)
+        raw = np.asarray(trace.raw, dtype=float) * scale
+        env = np.asarray(trace.envelope, dtype=float) * scale
+        t, lo, hi, env_max, masked = _binned(trace.rate, raw, env, trace.masked)
+        if lo is hi:  # short enough to draw every sample
+            ax_raw.plot(t, raw, lw=0.3, color="0.25")
+        else:
+            ax_raw.fill_between(t, lo, hi, lw=0.3, color="0.25")
+        ax_env.plot(t, np.where(env_max > 0, env_max, np.nan), lw=0.7, color="0.15")
+        if np.any(env_max > 0):
+            ax_env.set_yscale("log")
+        _fit_to_signal(ax_raw, ax_env, raw, env, trace.masked, ch, scale)
+        for ax in (ax_raw, ax_env):
+            # one artist for every masked run, however many there are
+            ax.fill_between(
+                t, 0, 1, where=masked, step="mid", color="0.6", alpha=0.45, lw=0,
+                transform=ax.get_xaxis_transform(),
+            )  # fmt: skip
+            for c in ch.contractions:
+                colour = "tab:green" if c.is_good else "tab:orange"
+                ax.axvspan(c.start_ms / 1000, c.end_ms / 1000, color=colour, alpha=0.2, lw=0)
+        for field, _label, colour, style in levels:
+            value = getattr(ch, field)
+            if value is not None and value > 0:
+                ax_env.axhline(value * scale, color=colour, ls=style, lw=0.9)
+        state = "" if ch.usable else "  UNUSABLE: " + "; ".join(ch.warnings)
+        ax_raw.set_title(f"{ch.name}{state}", fontsize=9, loc="left")
+        ax_raw.set_ylabel(f"raw [{unit}]", fontsize=8)
+        ax_env.set_ylabel(f"envelope [{unit}]", fontsize=8)
+    handles = [
+        Patch(color="tab:green", alpha=0.3, label="good contraction"),
+        Patch(color="tab:orange", alpha=0.3, label="other contraction"),
+        Patch(color="0.6", alpha=0.45, label="masked artefact"),
+    ] + [Line2D([], [], color=c, ls=s, label=label) for _f, label, c, s in levels]
+    # above the panels, where it hides no data
+    fig.legend(handles=handles, loc="upper right", fontsize=7, ncols=len(handles), frameon=False)
     axes[-1, 0].set_xlabel("time (s)")
-    axes[0, 0].legend(loc="upper right", fontsize=8)
-    fig.suptitle(result.file)
-    fig.tight_layout()
+    fig.suptitle(result.file, x=0.01, ha="left", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
@@ -156,10 +361,10 @@ def main(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             return fail("--plot needs matplotlib: pip install 'emgd[plot]'")
-        from emg_core.analysis import channel_envelopes
+        from emg_core.analysis import channel_traces
 
         try:
-            plot(result, channel_envelopes(args.file, options=options), args.plot)
+            plot(result, channel_traces(args.file, options=options), args.plot)
         except OSError as exc:
             return fail(f"cannot write the plot to {args.plot}: {exc.strerror or exc}")
     return 0
