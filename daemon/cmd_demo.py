@@ -11,6 +11,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# The demo's results table: queries.SESSION_SUMMARIES plus what a channel's line needs to show
+# amplitudes in µV and an unusable channel's warnings.
+SESSION_SUMMARIES = """
+    select s.id, s.object_name, s.status, s.error, s.game_name, s.overall_compliance,
+           u.display_name as patient,
+           p.name as channel, p.unit, p.usable, p.warnings, p.contractions_total,
+           p.contractions_good, p.mvc_value, p.mpf_hz, p.mdf_hz, p.compliance_rate
+    from public.sessions s
+    left join public.users u on u.id = s.patient_id
+    left join public.session_parameters p on p.session_id = s.id
+    where s.id = any($1::uuid[])
+    order by s.object_name, p.name
+"""
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, default=None, help="keep database and files here")
@@ -81,7 +95,7 @@ async def demo(settings, dsn: str, args: argparse.Namespace) -> int:
                 print("emgd: timed out waiting for results", flush=True)
                 break
             await asyncio.sleep(0.1)
-        rows = await conn.fetch(queries.SESSION_SUMMARIES, sessions)
+        rows = await conn.fetch(SESSION_SUMMARIES, sessions)
     finally:
         await conn.close()
         if started:
@@ -92,11 +106,21 @@ async def demo(settings, dsn: str, args: argparse.Namespace) -> int:
 
 
 def render(rows, truths) -> str:
+    """One line per session and channel, then each channel's warnings.
+
+    Amplitudes are in µV for channels in V or mV; an unusable channel has no counts ('-').
+    """
+    from daemon.cmd_analyze import amplitude_text, display_unit
+
+    def num(value, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
     header = (
         f"{'patient':<12} {'file':<38} {'status':<9} {'channel':<8} {'found':>5} {'truth':>5}"
-        f" {'good':>4} {'MVC':>9} {'MPF Hz':>7} {'MDF Hz':>7}"
+        f" {'good':>4} {'MVC':>11} {'MPF Hz':>7} {'MDF Hz':>7}"
     )
     lines = [header, "-" * len(header)]
+    notes: list[str] = []
     for r in rows:
         truth = truths.get(str(r["id"]))
         expected = _truth_count(truth, r["channel"]) if truth is not None else None
@@ -105,12 +129,18 @@ def render(rows, truths) -> str:
             who = r["patient"] or "-"
             lines.append(f"{who:<12} {file:<38} {r['status']:<9} {r['error'] or ''}")
             continue
-        lines.append(
+        unit, scale = display_unit(r["unit"] or "")
+        mvc = "-" if r["mvc_value"] is None else f"{amplitude_text(r['mvc_value'], scale)} {unit}"
+        line = (
             f"{r['patient']:<12} {file:<38} {r['status']:<9} {r['channel']:<8}"
-            f" {r['contractions_total']:>5} {expected if expected is not None else '-':>5}"
-            f" {r['contractions_good']:>4} {r['mvc_value']:>9.2e} {r['mpf_hz'] or 0:>7.1f}"
-            f" {r['mdf_hz'] or 0:>7.1f}"
+            f" {num(r['contractions_total'], 'd'):>5} {num(expected, 'd'):>5}"
+            f" {num(r['contractions_good'], 'd'):>4} {mvc:>11} {num(r['mpf_hz'], '.1f'):>7}"
+            f" {num(r['mdf_hz'], '.1f'):>7}"
         )
+        lines.append(line if r["usable"] is not False else line + "  unusable")
+        notes += [f"    {file} {r['channel']}: {w}" for w in r["warnings"] or ()]
+    if notes:
+        lines += ["", "warnings:", *notes]
     return "\n".join(lines)
 
 
