@@ -150,6 +150,7 @@ def analyze(
                     "offset_exponent",
                     "offset_min",
                     "refine_ratio",
+                    "refine_quantile",
                     "refine_reach_ms",
                     "sustain_ms",
                     "split_depth",

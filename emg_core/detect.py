@@ -171,6 +171,7 @@ def _run_max(x: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def _split_valleys(
+    smooth: np.ndarray,
     sustained: np.ndarray,
     starts: np.ndarray,
     ends: np.ndarray,
@@ -183,19 +184,20 @@ def _split_valleys(
     Bursts of a cluster are often joined by a stretch that never gets down to the offset level
     (the rest between them carries residual activity) yet lies ten times below the bursts: on a
     linear plot, as a therapist sees it, the envelope is back at zero there. Peaks are those of
-    the sustained envelope reaching the onset level, with a prominence of ``depth`` in ratio
-    (found on its logarithm, sampled every ~5 ms).
+    the smoothed envelope ``smooth`` with a prominence of ``depth`` in ratio (found on its
+    logarithm, sampled every ~5 ms) where the sustained level (over rest) reaches ``on``.
     """
     step = max(1, round(0.005 * rate))
     out_s, out_e = [], []
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        seg = sustained[s:e:step]
+        seg = smooth[s:e:step]
         if seg.size < 3:
             out_s.append(s)
             out_e.append(e)
             continue
-        y = np.log(np.maximum(seg, 1e-12))
-        peaks, _ = signal.find_peaks(y, height=np.log(on), prominence=np.log(depth))
+        y = np.log(np.maximum(seg, np.finfo(float).tiny))
+        peaks, _ = signal.find_peaks(y, prominence=np.log(depth))
+        peaks = peaks[sustained[s + peaks * step] >= on]
         cuts = [s]
         for a, b in zip(peaks[:-1].tolist(), peaks[1:].tolist(), strict=True):
             valley = a + int(np.argmin(y[a:b]))
@@ -296,7 +298,8 @@ def detect_contractions(
     onset_fraction: float = 0.0,
     offset_exponent: float = 0.35,
     offset_min: float = 2.0,
-    refine_ratio: float = 1.5,
+    refine_ratio: float = 1.2,
+    refine_quantile: float = 90.0,
     refine_reach_s: float = 0.5,
     sustain_s: float = 0.25,
     split_depth: float = 4.0,
@@ -322,8 +325,9 @@ def detect_contractions(
         Onset level ``clip(D ** onset_exponent, onset_min, onset_max) * r(t)``.
     offset_exponent, offset_min : float
         Offset (hysteresis) level ``clip(D ** offset_exponent, offset_min, onset) * r(t)``.
-    refine_ratio, refine_reach_s : float
-        Edges are moved to where the envelope crosses ``refine_ratio * r(t)``, at most
+    refine_ratio, refine_quantile, refine_reach_s : float
+        Edges are moved to where the envelope crosses the ``refine_quantile`` percentile of
+        the envelope at rest (over ``r(t)``, at least ``refine_ratio``), at most
         ``refine_reach_s`` away (or to the lowest point within that reach).
     sustain_s : float
         A contraction's moving mean over this long must reach the onset level.
@@ -366,7 +370,14 @@ def detect_contractions(
     )
     on = max(on, onset_fraction * contrast)
     off = float(np.clip(contrast**offset_exponent, offset_min, on)) if contrast > 0 else offset_min
-    refine = min(refine_ratio, off)
+    # edges go back to where the envelope is within rest's own spread: just above the rest
+    # level on a steady noise floor, higher on a flickering one (where 1.2x rest is crossed
+    # by rest itself every few tens of ms and would drag edges into the rest)
+    step = max(1, round(0.005 * rate))
+    quiet = z[::step]
+    quiet = quiet[(quiet > 0) & (quiet < off)]
+    ceiling = float(np.percentile(quiet, refine_quantile)) if quiet.size else refine_ratio
+    refine = min(max(refine_ratio, ceiling), off)
 
     def result(starts, ends, enough=True):
         return Detection(starts, ends, rest, on, off, refine, contrast, curve, block, bool(enough))
@@ -382,9 +393,10 @@ def detect_contractions(
         keep = _run_max(sustained, starts, ends) >= on
         starts, ends = starts[keep], ends[keep]
     if starts.size and split_depth > 1:
-        same = split_smooth_s == sustain_s
-        valley_env = sustained if same else moving_mean(z, rate, split_smooth_s)
-        starts, ends = _split_valleys(valley_env, starts, ends, on, split_depth, rate)
+        # valleys are judged on the envelope itself: dividing by a local rest level that
+        # rises inside a long hold would carve a valley into its plateau
+        valley_env = moving_mean(envelope, rate, split_smooth_s)
+        starts, ends = _split_valleys(valley_env, sustained, starts, ends, on, split_depth, rate)
         del valley_env
     del sustained
     if starts.size == 0:

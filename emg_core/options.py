@@ -34,13 +34,14 @@ class AnalysisOptions:
     onset_exponent, onset_fraction, onset_min, onset_max : float
         Onset level over rest: ``max(clip(D ** onset_exponent, onset_min, onset_max),
         onset_fraction * D)`` with ``D`` the channel's strongest sustained activity over rest
-        (0.5, 0.17, 3, 30): half-way to the activity in dB, and at least 17 % of it.
+        (0.5, 0.12, 3, 30): half-way to the activity in dB, and at least 12 % of it.
     offset_exponent, offset_min : float
         Offset (hysteresis) level over rest, ``clip(D ** offset_exponent, offset_min, onset)``
         (0.35, 2).
-    refine_ratio, refine_reach_ms : float
-        Edges move to where the envelope is back at ``refine_ratio`` x rest (1.5), at most
-        ``refine_reach_ms`` (500) away.
+    refine_ratio, refine_quantile, refine_reach_ms : float
+        Edges move to where the envelope is back within rest's own spread: its
+        ``refine_quantile`` percentile at rest (90), at least ``refine_ratio`` x rest (1.2), at
+        most ``refine_reach_ms`` (500) away.
     sustain_ms : float
         A contraction's moving mean over this long must reach the onset level (250).
     split_depth, split_smooth_ms : float
@@ -83,12 +84,13 @@ class AnalysisOptions:
     rest_window_ms: float = 8000.0
     rest_quantile: float = 50.0
     onset_exponent: float = 0.5
-    onset_fraction: float = 0.17
+    onset_fraction: float = 0.12
     onset_min: float = 3.0
     onset_max: float = 30.0
     offset_exponent: float = 0.35
     offset_min: float = 2.0
-    refine_ratio: float = 1.5
+    refine_ratio: float = 1.2
+    refine_quantile: float = 90.0
     refine_reach_ms: float = 500.0
     sustain_ms: float = 250.0
     split_depth: float = 4.0
@@ -134,6 +136,7 @@ class AnalysisOptions:
             (0 <= self.offset_exponent <= 1, "offset_exponent must be in [0, 1]"),
             (1 <= self.offset_min <= self.onset_min, "need 1 <= offset_min <= onset_min"),
             (1 <= self.refine_ratio <= self.offset_min, "need 1 <= refine_ratio <= offset_min"),
+            (0 <= self.refine_quantile <= 100, "refine_quantile must be in [0, 100]"),
             (self.refine_reach_ms >= 0, "refine_reach_ms must be >= 0"),
             (self.sustain_ms > 0, "sustain_ms must be > 0"),
             (self.split_depth >= 1, "split_depth must be >= 1 (1 never splits)"),
@@ -172,6 +175,7 @@ class AnalysisOptions:
             "offset_exponent": self.offset_exponent,
             "offset_min": self.offset_min,
             "refine_ratio": self.refine_ratio,
+            "refine_quantile": self.refine_quantile,
             "refine_reach_s": self.refine_reach_ms / 1000,
             "sustain_s": self.sustain_ms / 1000,
             "split_depth": self.split_depth,
