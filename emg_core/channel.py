@@ -291,6 +291,13 @@ def _contractions(
     # MVC estimate: the raw peak of a 50 ms RMS rides ~15 % noise and would pass weak efforts
     w = max(1, round(opts.mvc_window_ms / 1000 * rate))
     min_trend = round(opts.fatigue_min_contraction_ms / 1000 * rate)
+    per_segment = None
+    if np.any(ends - starts >= min_trend) and spectra.starts.size:
+        # every segment's indices at once: the long contractions then only slice them
+        per_segment = (
+            mean_frequency(spectra.freqs, spectra.psd),
+            median_frequency(spectra.freqs, spectra.psd),
+        )
     out = []
     for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
         start_ms, end_ms = 1000 * s / rate, 1000 * e / rate
@@ -303,8 +310,8 @@ def _contractions(
         meets_mvc = bool(sustained >= threshold)
         meets_duration = bool(duration >= opts.duration_threshold_ms)
         mpf_slope = mdf_slope = None
-        if e - s >= min_trend:
-            mpf_slope, mdf_slope = _within_slopes(spectra, ok, s, e)
+        if e - s >= min_trend and per_segment is not None:
+            mpf_slope, mdf_slope = _within_slopes(spectra, ok, s, e, per_segment)
         out.append(
             Contraction(
                 index=i,
@@ -325,17 +332,17 @@ def _contractions(
     return out
 
 
-def _within_slopes(spectra: SegmentSpectra, ok: np.ndarray, s: int, e: int):
+def _within_slopes(spectra: SegmentSpectra, ok: np.ndarray, s: int, e: int, per_segment):
     """MPF and MDF trends (Hz/s) over the clean segments inside one long contraction."""
     lo = int(np.searchsorted(spectra.starts, s, side="left"))
     hi = int(np.searchsorted(spectra.starts, e - spectra.nperseg, side="right"))
     idx = np.arange(lo, hi)[ok[lo:hi]] if hi > lo else np.zeros(0, dtype=np.int64)
     if idx.size < 4:
         return None, None
-    psd = spectra.psd[idx]
+    mpf_all, mdf_all = per_segment
     t = (spectra.starts[idx] + spectra.nperseg / 2) / spectra.rate
-    mpf = fit_trend(t, mean_frequency(spectra.freqs, psd), min_points=4)
-    mdf = fit_trend(t, median_frequency(spectra.freqs, psd), min_points=4)
+    mpf = fit_trend(t, mpf_all[idx], min_points=4)
+    mdf = fit_trend(t, mdf_all[idx], min_points=4)
     return (_none(mpf.slope) if mpf else None), (_none(mdf.slope) if mdf else None)
 
 

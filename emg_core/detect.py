@@ -171,26 +171,28 @@ def _run_max(x: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def _split_valleys(
-    smooth: np.ndarray,
+    envelope: np.ndarray,
     sustained: np.ndarray,
     starts: np.ndarray,
     ends: np.ndarray,
     on: float,
     depth: float,
     rate: float,
+    smooth_s: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split runs at every valley ``depth`` times below both peaks around it.
 
     Bursts of a cluster are often joined by a stretch that never gets down to the offset level
     (the rest between them carries residual activity) yet lies ten times below the bursts: on a
     linear plot, as a therapist sees it, the envelope is back at zero there. Peaks are those of
-    the smoothed envelope ``smooth`` with a prominence of ``depth`` in ratio (found on its
-    logarithm, sampled every ~5 ms) where the sustained level (over rest) reaches ``on``.
+    the envelope's ``smooth_s`` moving mean (taken over each run only) with a prominence of
+    ``depth`` in ratio (found on its logarithm, sampled every ~5 ms) where the sustained level
+    (over rest) reaches ``on``.
     """
     step = max(1, round(0.005 * rate))
     out_s, out_e = [], []
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        seg = smooth[s:e:step]
+        seg = moving_mean(envelope[s:e], rate, smooth_s)[::step]
         if seg.size < 3:
             out_s.append(s)
             out_e.append(e)
@@ -356,7 +358,8 @@ def detect_contractions(
     curve = np.where(np.isfinite(curve), np.maximum(curve, floor * 1e-3), floor)
 
     # the envelope in multiples of the local rest; masked samples are rest
-    z = envelope / np.repeat(curve, block)[:n]
+    z = np.repeat(curve, block)[:n]
+    np.divide(envelope, z, out=z)
     if valid is not None:
         z[~valid] = 0.0
     sustained = moving_mean(z, rate, sustain_s) if n else z
@@ -395,9 +398,9 @@ def detect_contractions(
     if starts.size and split_depth > 1:
         # valleys are judged on the envelope itself: dividing by a local rest level that
         # rises inside a long hold would carve a valley into its plateau
-        valley_env = moving_mean(envelope, rate, split_smooth_s)
-        starts, ends = _split_valleys(valley_env, sustained, starts, ends, on, split_depth, rate)
-        del valley_env
+        starts, ends = _split_valleys(
+            envelope, sustained, starts, ends, on, split_depth, rate, split_smooth_s
+        )
     del sustained
     if starts.size == 0:
         return result(empty, empty)

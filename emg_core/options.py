@@ -27,7 +27,8 @@ class AnalysisOptions:
         Equal samples lasting ``stuck_min_ms`` (25) are a dropout; ``artefact_guard_ms`` (75)
         on each side is masked with it (the filters' and the envelope's reach).
     mains_min_fraction : float
-        Mains lines carrying at least this share of the in-band power (0.01) are notched out.
+        Mains lines carrying at least this share of the in-band power (0.03) are notched out;
+        a fainter line hides no EMG.
     rest_block_ms, rest_window_ms, rest_quantile : float
         Rest level: the ``rest_quantile`` percentile (50) of each ``rest_block_ms`` block (250),
         the lowest within ``rest_window_ms`` (8000) around each moment.
@@ -79,7 +80,7 @@ class AnalysisOptions:
     envelope_window_ms: float = 50.0
     stuck_min_ms: float = 25.0
     artefact_guard_ms: float = 75.0
-    mains_min_fraction: float = 0.01
+    mains_min_fraction: float = 0.03
     rest_block_ms: float = 250.0
     rest_window_ms: float = 8000.0
     rest_quantile: float = 50.0
