@@ -41,6 +41,8 @@ from scipy import signal
 
 from .filters import moving_mean
 
+#: a recording holds at least this many rest blocks, however short
+MIN_BLOCKS = 20
 #: how far above the recording's quieter blocks the local rest level may drift
 MAX_DRIFT = 4.0
 
@@ -125,7 +127,9 @@ def rest_curve(
         Samples per block.
     """
     n = envelope.size
-    block = max(1, round(block_s * rate))
+    # a short recording gets shorter blocks: in a 1.7 s file every 250 ms block holds some
+    # activity, while the rest between bursts still fills many 85 ms ones
+    block = max(1, min(round(block_s * rate), n // MIN_BLOCKS))
     n_blocks = max(1, -(-n // block))
     # the envelope is smooth over its window: one sample in every ~5 ms keeps its quantiles
     step = max(1, min(block, round(0.005 * rate)))
@@ -198,18 +202,43 @@ def _split_valleys(
             out_e.append(e)
             continue
         y = np.log(np.maximum(seg, np.finfo(float).tiny))
-        peaks, _ = signal.find_peaks(y, prominence=np.log(depth))
+        # a burst cut off by the recording's start or end peaks at the edge: pad so it counts
+        peaks, _ = signal.find_peaks(np.concatenate(([-np.inf], y, [-np.inf])))
+        peaks -= 1
         peaks = peaks[sustained[s + peaks * step] >= on]
         cuts = [s]
-        for a, b in zip(peaks[:-1].tolist(), peaks[1:].tolist(), strict=True):
-            valley = a + int(np.argmin(y[a:b]))
-            # a valley both peaks tower over by the depth (prominence only guarantees one side)
-            if min(y[a], y[b]) - y[valley] >= np.log(depth):
+        # walk the peaks left to right, keeping the highest of the current group: a cut goes
+        # where the lowest point between that peak and the next lies ``depth`` below both
+        # (scipy's prominence would measure the last peak against the run's cut-off edge)
+        need = np.log(depth)
+        current = int(peaks[0]) if peaks.size else 0
+        for b in peaks[1:].tolist():
+            valley = current + int(np.argmin(y[current:b]))
+            if min(y[current], y[b]) - y[valley] >= need:
                 cuts.append(s + valley * step)
+                current = b
+            elif y[b] > y[current]:
+                current = b
         cuts.append(e)
         out_s.extend(cuts[:-1])
         out_e.extend(cuts[1:])
     return np.asarray(out_s, dtype=np.int64), np.asarray(out_e, dtype=np.int64)
+
+
+def _trim(
+    z: np.ndarray, starts: np.ndarray, ends: np.ndarray, level: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shrink each run to its first and last sample above ``level``.
+
+    A run cut at a valley keeps the valley's low stretch at its edge; trimmed, the edge is
+    refined afterwards from where the burst really ends, like every other edge.
+    """
+    new_s, new_e = starts.copy(), ends.copy()
+    for k, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        above = np.flatnonzero(z[s:e] > level)
+        if above.size:
+            new_s[k], new_e[k] = s + int(above[0]), s + int(above[-1]) + 1
+    return new_s, new_e
 
 
 def _merge(starts: np.ndarray, ends: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -305,7 +334,7 @@ def detect_contractions(
     refine_reach_s: float = 0.5,
     sustain_s: float = 0.25,
     split_depth: float = 4.0,
-    split_smooth_s: float = 0.25,
+    split_smooth_s: float = 0.15,
     min_contrast: float = 4.0,
     min_duration_s: float = 0.1,
     merge_gap_s: float = 0.2,
@@ -404,6 +433,7 @@ def detect_contractions(
     del sustained
     if starts.size == 0:
         return result(empty, empty)
+    starts, ends = _trim(z, starts, ends, off)
 
     starts, ends = _refine(z, starts, ends, refine, round(refine_reach_s * rate))
     max_len = max(1, round(max_duration_s * rate))

@@ -47,7 +47,7 @@ class AnalysisOptions:
         A contraction's moving mean over this long must reach the onset level (250).
     split_depth, split_smooth_ms : float
         Split a contraction at a valley this many times below the peaks beside it (4), on the
-        envelope's moving mean over ``split_smooth_ms`` (250).
+        envelope's moving mean over ``split_smooth_ms`` (150).
     min_contrast : float
         Activity must stand this many times above rest to count anything (4).
     min_contraction_ms, merge_gap_ms, max_contraction_ms : float
@@ -95,7 +95,7 @@ class AnalysisOptions:
     refine_reach_ms: float = 500.0
     sustain_ms: float = 250.0
     split_depth: float = 4.0
-    split_smooth_ms: float = 250.0
+    split_smooth_ms: float = 150.0
     min_contrast: float = 4.0
     min_contraction_ms: float = 100.0
     merge_gap_ms: float = 200.0
