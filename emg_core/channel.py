@@ -166,12 +166,14 @@ def analyse_channel(
         prep.emg, rate, (filt.low_hz, filt.high_hz), segment_s=opts.welch_segment_ms / 1000
     )
     spectra_ok = _clean_segments(spectra, prep.masked)
-    contractions = _contractions(det, prep.envelope, spectra, spectra_ok, rate, threshold, opts)
+    contractions, psds = _contractions(
+        det, prep.envelope, spectra, spectra_ok, rate, threshold, opts
+    )
     total = len(contractions)
     good = sum(c.is_good for c in contractions)
     mvc_ok = sum(c.meets_mvc for c in contractions)
     dur_ok = sum(c.meets_duration for c in contractions)
-    fatigue = _fatigue(contractions, det, spectra, spectra_ok, opts)
+    fatigue = _fatigue(contractions, det, spectra, psds, opts)
 
     quality = signal_quality(
         det.contrast,
@@ -281,9 +283,10 @@ def _contractions(
     rate: float,
     threshold: float,
     opts: AnalysisOptions,
-) -> list[Contraction]:
+) -> tuple[list[Contraction], list[np.ndarray | None]]:
+    """The contractions, and each one's Welch PSD (None without a clean segment)."""
     if len(det) == 0:
-        return []
+        return [], []
     starts, ends = det.starts, det.ends
     csum = np.concatenate(([0.0], np.cumsum(envelope)))
     means = (csum[ends] - csum[starts]) / (ends - starts)
@@ -291,6 +294,16 @@ def _contractions(
     # MVC estimate: the raw peak of a 50 ms RMS rides ~15 % noise and would pass weak efforts
     w = max(1, round(opts.mvc_window_ms / 1000 * rate))
     min_trend = round(opts.fatigue_min_contraction_ms / 1000 * rate)
+    bounds = zip(starts.tolist(), ends.tolist(), strict=True)
+    psds = [_mean_psd(spectra, ok, s, e) for s, e in bounds]
+    have = [i for i, p in enumerate(psds) if p is not None]
+    mpf = np.full(len(psds), np.nan)
+    mdf = np.full(len(psds), np.nan)
+    if have:
+        # one pass over all contractions' spectra instead of one call per contraction
+        stack = np.vstack([psds[i] for i in have])
+        mpf[have] = mean_frequency(spectra.freqs, stack)
+        mdf[have] = median_frequency(spectra.freqs, stack)
     per_segment = None
     if np.any(ends - starts >= min_trend) and spectra.starts.size:
         # every segment's indices at once: the long contractions then only slice them
@@ -302,7 +315,6 @@ def _contractions(
     for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
         start_ms, end_ms = 1000 * s / rate, 1000 * e / rate
         duration = end_ms - start_ms
-        psd = _mean_psd(spectra, ok, s, e)
         if e - s > w:
             sustained = float(np.max(csum[s + w : e + 1] - csum[s : e + 1 - w]) / w)
         else:
@@ -323,13 +335,24 @@ def _contractions(
                 meets_mvc=meets_mvc,
                 meets_duration=meets_duration,
                 is_good=meets_mvc and meets_duration,
-                mpf_hz=_none(mean_frequency(spectra.freqs, psd)) if psd is not None else None,
-                mdf_hz=_none(median_frequency(spectra.freqs, psd)) if psd is not None else None,
+                mpf_hz=_none(mpf[i]),
+                mdf_hz=_none(mdf[i]),
                 mpf_slope_hz_per_s=mpf_slope,
                 mdf_slope_hz_per_s=mdf_slope,
             )
         )
-    return out
+    return out, psds
+
+
+def _slope(t: np.ndarray, y: np.ndarray) -> float | None:
+    """Least-squares slope of ``y`` over ``t`` (finite points only; None with fewer than 4)."""
+    keep = np.isfinite(y)
+    t, y = t[keep], y[keep]
+    if t.size < 4:
+        return None
+    tc = t - t.mean()
+    den = float(tc @ tc)
+    return _none(float(tc @ (y - y.mean())) / den) if den > 0 else None
 
 
 def _within_slopes(spectra: SegmentSpectra, ok: np.ndarray, s: int, e: int, per_segment):
@@ -341,16 +364,14 @@ def _within_slopes(spectra: SegmentSpectra, ok: np.ndarray, s: int, e: int, per_
         return None, None
     mpf_all, mdf_all = per_segment
     t = (spectra.starts[idx] + spectra.nperseg / 2) / spectra.rate
-    mpf = fit_trend(t, mpf_all[idx], min_points=4)
-    mdf = fit_trend(t, mdf_all[idx], min_points=4)
-    return (_none(mpf.slope) if mpf else None), (_none(mdf.slope) if mdf else None)
+    return _slope(t, mpf_all[idx]), _slope(t, mdf_all[idx])
 
 
 def _fatigue(
     contractions: list[Contraction],
     det: Detection,
     spectra: SegmentSpectra,
-    ok: np.ndarray,
+    contraction_psds: list[np.ndarray | None],
     opts: AnalysisOptions,
 ) -> dict:
     """Spectral summary and fatigue trends, from contractions only (rest has no fatigue)."""
@@ -368,8 +389,7 @@ def _fatigue(
     )
     out["fatigue_reason"] = None
     psds, weights, times = [], [], []
-    for s, e in zip(det.starts.tolist(), det.ends.tolist(), strict=True):
-        psd = _mean_psd(spectra, ok, s, e)
+    for s, e, psd in zip(det.starts.tolist(), det.ends.tolist(), contraction_psds, strict=True):
         if psd is not None:
             psds.append(psd)
             weights.append(e - s)

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import signal
 
 from .filters import moving_mean
 
@@ -166,6 +165,19 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
 
+def _coarse(x: np.ndarray, step: int) -> np.ndarray:
+    """Means of consecutive blocks of ``step`` samples (the last block may be shorter)."""
+    n = x.size
+    if step <= 1 or n == 0:
+        return np.asarray(x, dtype=np.float64)
+    full = n // step
+    out = np.empty(-(-n // step), dtype=np.float64)
+    out[:full] = x[: full * step].reshape(full, step).mean(axis=1)
+    if full < out.size:
+        out[full] = x[full * step :].mean()
+    return out
+
+
 def _run_max(x: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Maximum of ``x`` over each ``[start, end)`` (runs sorted, disjoint and non-empty)."""
     bounds = np.empty(2 * starts.size, dtype=np.int64)
@@ -175,53 +187,53 @@ def _run_max(x: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def _split_valleys(
-    envelope: np.ndarray,
+    smooth: np.ndarray,
     sustained: np.ndarray,
     starts: np.ndarray,
     ends: np.ndarray,
+    c_starts: np.ndarray,
+    c_ends: np.ndarray,
     on: float,
     depth: float,
-    rate: float,
-    smooth_s: float,
+    step: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split runs at every valley ``depth`` times below both peaks around it.
 
     Bursts of a cluster are often joined by a stretch that never gets down to the offset level
     (the rest between them carries residual activity) yet lies ten times below the bursts: on a
-    linear plot, as a therapist sees it, the envelope is back at zero there. Peaks are those of
-    the envelope's ``smooth_s`` moving mean (taken over each run only) with a prominence of
-    ``depth`` in ratio (found on its logarithm, sampled every ~5 ms) where the sustained level
-    (over rest) reaches ``on``.
+    linear plot, as a therapist sees it, the envelope is back at zero there. ``smooth`` and
+    ``sustained`` are on a grid of ``step`` samples (runs at ``c_starts``/``c_ends`` on it):
+    a cut goes at the lowest point of every stretch lying ``depth`` times below the highest
+    point on each side of it that reaches ``on`` (sustained level over rest). Pieces reaching
+    no onset are dropped.
     """
-    step = max(1, round(0.005 * rate))
+    need = np.log(depth)
     out_s, out_e = [], []
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        seg = moving_mean(envelope[s:e], rate, smooth_s)[::step]
-        if seg.size < 3:
+    for s, e, cs, ce in zip(
+        starts.tolist(), ends.tolist(), c_starts.tolist(), c_ends.tolist(), strict=True
+    ):
+        y = np.log(np.maximum(smooth[cs:ce], np.finfo(float).tiny))
+        # only what reaches the onset level can tower over a valley
+        peak = np.where(sustained[cs:ce] >= on, y, -np.inf)
+        left = np.maximum.accumulate(peak)
+        right = np.maximum.accumulate(peak[::-1])[::-1]
+        deep = (y <= left - need) & (y <= right - need)
+        if not deep.any():
             out_s.append(s)
             out_e.append(e)
             continue
-        y = np.log(np.maximum(seg, np.finfo(float).tiny))
-        # a burst cut off by the recording's start or end peaks at the edge: pad so it counts
-        peaks, _ = signal.find_peaks(np.concatenate(([-np.inf], y, [-np.inf])))
-        peaks -= 1
-        peaks = peaks[sustained[s + peaks * step] >= on]
+        d_starts, d_ends = _runs(deep)
         cuts = [s]
-        # walk the peaks left to right, keeping the highest of the current group: a cut goes
-        # where the lowest point between that peak and the next lies ``depth`` below both
-        # (scipy's prominence would measure the last peak against the run's cut-off edge)
-        need = np.log(depth)
-        current = int(peaks[0]) if peaks.size else 0
-        for b in peaks[1:].tolist():
-            valley = current + int(np.argmin(y[current:b]))
-            if min(y[current], y[b]) - y[valley] >= need:
-                cuts.append(s + valley * step)
-                current = b
-            elif y[b] > y[current]:
-                current = b
+        for a, b in zip(d_starts.tolist(), d_ends.tolist(), strict=True):
+            valley = a + int(np.argmin(y[a:b]))
+            cuts.append(min(max((cs + valley) * step, cuts[-1] + 1), e - 1))
         cuts.append(e)
-        out_s.extend(cuts[:-1])
-        out_e.extend(cuts[1:])
+        # between two deep stretches may lie a bump that reaches no onset: not a contraction
+        for k in range(len(cuts) - 1):
+            lo, hi = cuts[k] // step - cs, -(-cuts[k + 1] // step) - cs
+            if np.isfinite(peak[max(lo, 0) : max(hi, lo + 1)].max(initial=-np.inf)):
+                out_s.append(cuts[k])
+                out_e.append(cuts[k + 1])
     return np.asarray(out_s, dtype=np.int64), np.asarray(out_e, dtype=np.int64)
 
 
@@ -391,9 +403,13 @@ def detect_contractions(
     np.divide(envelope, z, out=z)
     if valid is not None:
         z[~valid] = 0.0
-    sustained = moving_mean(z, rate, sustain_s) if n else z
-    if valid is not None:
-        sustained[~valid] = 0.0
+    # levels sustained over hundreds of ms need no sample-by-sample resolution: a ~5 ms grid
+    # keeps the work and memory a fraction of the signal's
+    step = max(1, round(0.005 * rate))
+    coarse_rate = rate / step
+    sustained = moving_mean(_coarse(z, step), coarse_rate, sustain_s) if n else np.zeros(0)
+    if valid is not None and not valid.all():
+        sustained[_coarse(valid.astype(np.float64), step) < 1.0] = 0.0
     contrast = float(sustained.max(initial=0.0))
     on = (
         float(np.clip(contrast**onset_exponent, onset_min, onset_max))
@@ -405,7 +421,6 @@ def detect_contractions(
     # edges go back to where the envelope is within rest's own spread: just above the rest
     # level on a steady noise floor, higher on a flickering one (where 1.2x rest is crossed
     # by rest itself every few tens of ms and would drag edges into the rest)
-    step = max(1, round(0.005 * rate))
     quiet = z[::step]
     quiet = quiet[(quiet > 0) & (quiet < off)]
     ceiling = float(np.percentile(quiet, refine_quantile)) if quiet.size else refine_ratio
@@ -420,16 +435,21 @@ def detect_contractions(
     starts, ends = _runs(z > off)
     # dips below the offset level shorter than the merge gap are flicker, not a relaxation
     starts, ends = _merge(starts, ends, round(merge_gap_s * rate))
+    # the runs on the coarse grid (a run covers at least one block)
+    c_starts = starts // step
+    c_ends = np.maximum(c_starts + 1, -(-ends // step))
     if starts.size:
         # a run counts when its sustained level reaches the onset level somewhere
-        keep = _run_max(sustained, starts, ends) >= on
-        starts, ends = starts[keep], ends[keep]
+        keep = _run_max(sustained, c_starts, c_ends) >= on
+        starts, ends, c_starts, c_ends = starts[keep], ends[keep], c_starts[keep], c_ends[keep]
     if starts.size and split_depth > 1:
         # valleys are judged on the envelope itself: dividing by a local rest level that
         # rises inside a long hold would carve a valley into its plateau
+        smooth = moving_mean(_coarse(envelope, step), coarse_rate, split_smooth_s)
         starts, ends = _split_valleys(
-            envelope, sustained, starts, ends, on, split_depth, rate, split_smooth_s
+            smooth, sustained, starts, ends, c_starts, c_ends, on, split_depth, step
         )
+        del smooth
     del sustained
     if starts.size == 0:
         return result(empty, empty)
