@@ -81,7 +81,7 @@ def analyze(
         hint = None
         if index in selection.activated:
             # only "active or not" matters: a byte per sample instead of eight
-            hint = np.nan_to_num(rec.channel(selection.activated[index])) > 0
+            hint = rec.channel(selection.activated[index]) > 0  # NaN compares False
         # the raw samples are handed over, not kept here, so the channel can free them early
         result = analyse_channel(
             label, rec.units[index], rec.channel(index), hint, rate, filt, opts
@@ -245,7 +245,9 @@ def channel_traces(
             out[rec.labels[index]] = ChannelTrace(rate, raw, zeros, zeros.astype(bool))
             continue
         prep = prepare(raw, rate, filt, opts)
-        out[rec.labels[index]] = ChannelTrace(rate, raw, prep.envelope, prep.masked)
+        # back at the signal's rate, so a plot puts raw and envelope on one time axis
+        envelope = np.repeat(prep.envelope, prep.step)[: raw.size]
+        out[rec.labels[index]] = ChannelTrace(rate, raw, envelope, prep.masked)
     return out
 
 

@@ -73,6 +73,7 @@ def segment_spectra(
     *,
     segment_s: float = 0.25,
     overlap: float = 0.5,
+    only: np.ndarray | None = None,
 ) -> SegmentSpectra:
     """Hann-windowed periodograms of overlapping segments, restricted to ``band``.
 
@@ -88,6 +89,9 @@ def segment_spectra(
         Segment length, seconds (shortened to the signal when it is shorter).
     overlap : float
         Fraction of a segment shared with the next one.
+    only : ndarray of int, optional
+        Sorted indices, on the segment grid, of the only segments to compute (e.g. those
+        inside contractions); see :func:`segment_grid`.
 
     Returns
     -------
@@ -110,6 +114,10 @@ def segment_spectra(
     scale = 2.0 / (rate * np.sum(window**2))
     segments = sliding_window_view(x, nperseg)[::step]
     starts = np.arange(segments.shape[0], dtype=np.int64) * step
+    if only is not None:
+        only = np.asarray(only, dtype=np.int64)
+        only = only[(only >= 0) & (only < segments.shape[0])]
+        segments, starts = segments[only], starts[only]
     psd = np.empty((segments.shape[0], freqs.size), dtype=np.float64)
     for i in range(0, segments.shape[0], _CHUNK):
         chunk = segments[i : i + _CHUNK]
@@ -117,6 +125,16 @@ def segment_spectra(
         spec = scipy.fft.rfft(chunk, axis=1)[:, keep]
         psd[i : i + _CHUNK] = (spec.real**2 + spec.imag**2) * scale
     return SegmentSpectra(freqs, psd, starts, nperseg, rate)
+
+
+def segment_grid(n: int, rate: float, segment_s: float = 0.25, overlap: float = 0.5):
+    """``(nperseg, step, n_segments)`` of the segment grid :func:`segment_spectra` uses."""
+    nperseg = max(8, round(segment_s * rate))
+    if n < nperseg:
+        nperseg = n
+    step = max(1, nperseg - round(overlap * nperseg))
+    count = (n - nperseg) // step + 1 if nperseg >= 8 and n >= nperseg else 0
+    return nperseg, step, count
 
 
 def mean_frequency(freqs: np.ndarray, psd: np.ndarray) -> np.ndarray:
@@ -256,6 +274,7 @@ __all__ = [
     "fi_nsm5",
     "mean_frequency",
     "median_frequency",
+    "segment_grid",
     "segment_spectra",
     "trend",
     "window_series",
