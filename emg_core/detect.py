@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .filters import moving_mean
+from .filters import block_mean, moving_mean
 
 #: a recording holds at least this many rest blocks, however short
 MIN_BLOCKS = 20
@@ -163,19 +163,6 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start and end (exclusive) indices of the True runs of a boolean array."""
     edges = np.diff(mask.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-
-
-def _coarse(x: np.ndarray, step: int) -> np.ndarray:
-    """Means of consecutive blocks of ``step`` samples (the last block may be shorter)."""
-    n = x.size
-    if step <= 1 or n == 0:
-        return np.asarray(x, dtype=np.float64)
-    full = n // step
-    out = np.empty(-(-n // step), dtype=np.float64)
-    out[:full] = x[: full * step].reshape(full, step).mean(axis=1)
-    if full < out.size:
-        out[full] = x[full * step :].mean()
-    return out
 
 
 def _run_max(x: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -407,9 +394,9 @@ def detect_contractions(
     # keeps the work and memory a fraction of the signal's
     step = max(1, round(0.005 * rate))
     coarse_rate = rate / step
-    sustained = moving_mean(_coarse(z, step), coarse_rate, sustain_s) if n else np.zeros(0)
+    sustained = moving_mean(block_mean(z, step), coarse_rate, sustain_s) if n else np.zeros(0)
     if valid is not None and not valid.all():
-        sustained[_coarse(valid.astype(np.float64), step) < 1.0] = 0.0
+        sustained[block_mean(valid.astype(np.float64), step) < 1.0] = 0.0
     contrast = float(sustained.max(initial=0.0))
     on = (
         float(np.clip(contrast**onset_exponent, onset_min, onset_max))
@@ -445,7 +432,7 @@ def detect_contractions(
     if starts.size and split_depth > 1:
         # valleys are judged on the envelope itself: dividing by a local rest level that
         # rises inside a long hold would carve a valley into its plateau
-        smooth = moving_mean(_coarse(envelope, step), coarse_rate, split_smooth_s)
+        smooth = moving_mean(block_mean(envelope, step), coarse_rate, split_smooth_s)
         starts, ends = _split_valleys(
             smooth, sustained, starts, ends, c_starts, c_ends, on, split_depth, step
         )

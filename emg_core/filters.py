@@ -144,6 +144,29 @@ def moving_mean(x: np.ndarray, rate: float, window_s: float) -> np.ndarray:
     return (csum[..., hi] - csum[..., lo]) / (hi - lo)
 
 
+def block_mean(x: np.ndarray, step: int) -> np.ndarray:
+    """Means of consecutive blocks of ``step`` samples along the last axis (the last block may
+    be shorter).
+
+    Summed with ``step`` strided adds: numpy reduces a short last axis (``reshape(..., step)
+    .mean(-1)``) several times slower than it adds whole arrays.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[-1]
+    if step <= 1 or n == 0:
+        return x.copy()
+    full = n // step
+    n_blocks = -(-n // step)
+    out = np.zeros((*x.shape[:-1], n_blocks), dtype=np.float64)
+    for k in range(step):
+        part = x[..., k::step]
+        out[..., : part.shape[-1]] += part
+    out[..., :full] /= step
+    if n_blocks > full:
+        out[..., full] /= n - full * step
+    return out
+
+
 def rms_envelope(x: np.ndarray, rate: float, window_s: float = 0.05, step: int = 1) -> np.ndarray:
     """Centred moving RMS along the last axis, at every ``step``-th sample.
 
@@ -166,25 +189,22 @@ def rms_envelope(x: np.ndarray, rate: float, window_s: float = 0.05, step: int =
     if step <= 1:
         power = moving_mean(np.square(x), rate, window_s)
     else:
-        # power summed per block of ``step`` samples, then a centred moving mean over whole
+        # mean power per block of ``step`` samples, then a centred moving mean over whole
         # blocks: the window is the requested one to within a block, and the n-long work is
         # one square and one block sum
-        n = x.shape[-1]
-        n_blocks = -(-n // step)
-        sq = np.zeros((*x.shape[:-1], n_blocks * step), dtype=np.float64)
-        np.square(x, out=sq[..., :n])
-        # strided adds: numpy sums a short last axis far slower than it adds whole arrays
-        sums = sq[..., 0::step].copy()
-        for k in range(1, step):
-            sums += sq[..., k::step]
-        del sq
-        # the last block may be short: scale it to a full block's mean power
-        sums[..., -1] *= step / (n - (n_blocks - 1) * step)
-        sums /= step
-        power = moving_mean(sums, rate / step, window_s)
+        power_blocks = block_mean(np.square(x), step)
+        power = moving_mean(power_blocks, rate / step, window_s)
     # cumulative-sum differences can come out a hair below zero at rest
     np.maximum(power, 0.0, out=power)
     return np.sqrt(power, out=power)
 
 
-__all__ = ["BandPass", "bandpass", "design_bandpass", "moving_mean", "rectify", "rms_envelope"]
+__all__ = [
+    "BandPass",
+    "bandpass",
+    "block_mean",
+    "design_bandpass",
+    "moving_mean",
+    "rectify",
+    "rms_envelope",
+]
