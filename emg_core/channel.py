@@ -15,20 +15,19 @@ import numpy as np
 from .artefacts import Artefacts, bridge, clipped_fraction, find_stuck, mask_of
 from .detect import Detection, agreement, detect_contractions
 from .errors import SignalQualityError
+from .fatigue import (
+    ContractionSpectra,
+    clean_segments,
+    contraction_spectra,
+    segments_within,
+    session_fatigue,
+)
 from .filters import BandPass, bandpass, rms_envelope
 from .mains import Mains, find_mains, notch_sos
 from .metrics import best_window, rates, signal_quality
 from .options import AnalysisOptions
 from .results import ChannelResult, Contraction
-from .spectral import (
-    SegmentSpectra,
-    fi_nsm5,
-    mean_frequency,
-    median_frequency,
-    segment_grid,
-    segment_spectra,
-)
-from .spectral import trend as fit_trend
+from .spectral import segment_spectra
 
 #: a channel's unit when the file names none: C3D analog data are volts unless said otherwise
 DEFAULT_UNIT = "V"
@@ -205,17 +204,21 @@ def analyse_channel(
         rate,
         (filt.low_hz, filt.high_hz),
         segment_s=segment_s,
-        only=_segments_within(starts, ends, n, rate, segment_s),
+        only=segments_within(starts, ends, n, rate, segment_s),
     )
-    spectra_ok = _clean_segments(spectra, prep.masked)
-    contractions, psds = _contractions(
-        det, starts, ends, prep, spectra, spectra_ok, rate, threshold, opts
+    cs = contraction_spectra(
+        spectra,
+        clean_segments(spectra, prep.masked),
+        starts,
+        ends,
+        round(opts.fatigue_min_contraction_ms / 1000 * rate),
     )
+    contractions = _contractions(det, starts, ends, prep, cs, rate, threshold, opts)
     total = len(contractions)
     good = sum(c.is_good for c in contractions)
     mvc_ok = sum(c.meets_mvc for c in contractions)
     dur_ok = sum(c.meets_duration for c in contractions)
-    fatigue = _fatigue(contractions, starts, ends, spectra, psds, opts)
+    fatigue = session_fatigue(cs, spectra.freqs, starts, ends, rate, opts.fatigue_min_contractions)
 
     quality = signal_quality(
         det.contrast,
@@ -295,96 +298,28 @@ def _mvc(prep: Prepared, given: float | None, opts: AnalysisOptions):
     return value, (start, start + max(1, round(opts.mvc_window_ms / 1000 * rate)))
 
 
-def _segments_within(
-    starts: np.ndarray, ends: np.ndarray, n: int, rate: float, segment_s: float
-) -> np.ndarray:
-    """Indices, on the Welch segment grid, of the segments the contractions' spectra use.
-
-    Rest carries no fatigue information: only these are transformed. A contraction shorter
-    than a segment uses the first segment starting at or after its centre minus half a segment.
-    """
-    nperseg, step, count = segment_grid(n, rate, segment_s)
-    if count == 0 or starts.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    first = -(-starts // step)
-    last = (ends - nperseg) // step  # inclusive
-    parts = [np.arange(a, b + 1) for a, b in zip(first.tolist(), last.tolist(), strict=True)]
-    short = last < first
-    if short.any():
-        centre = (starts[short] + ends[short]) / 2 - nperseg / 2
-        parts.append(np.clip(np.ceil(centre / step), 0, count - 1).astype(np.int64))
-    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
-
-
-def _clean_segments(spectra: SegmentSpectra, masked: np.ndarray) -> np.ndarray:
-    """Segments that hold no masked sample (an artefact's power must not reach a spectrum)."""
-    if spectra.starts.size == 0:
-        return np.zeros(0, dtype=bool)
-    if not masked.any():
-        return np.ones(spectra.starts.size, dtype=bool)
-    csum = np.concatenate(([0], np.cumsum(masked)))
-    ends = np.minimum(spectra.starts + spectra.nperseg, masked.size)
-    return (csum[ends] - csum[spectra.starts]) == 0
-
-
-def _mean_psd(spectra, ok, start: int, end: int) -> np.ndarray | None:
-    """Welch PSD over ``[start, end)`` from clean segments only (None when there is none)."""
-    if spectra.starts.size == 0:
-        return None
-    lo = int(np.searchsorted(spectra.starts, start, side="left"))
-    hi = int(np.searchsorted(spectra.starts, end - spectra.nperseg, side="right"))
-    if hi > lo:
-        sel = ok[lo:hi]
-        return spectra.psd[lo:hi][sel].mean(axis=0) if sel.any() else None
-    # shorter than a segment: the segment centred on it, if clean
-    centre = (start + end) / 2 - spectra.nperseg / 2
-    k = int(np.clip(np.searchsorted(spectra.starts, centre), 0, spectra.starts.size - 1))
-    return spectra.psd[k] if ok[k] else None
-
-
 def _contractions(
     det: Detection,
     starts: np.ndarray,
     ends: np.ndarray,
     prep: Prepared,
-    spectra: SegmentSpectra,
-    ok: np.ndarray,
+    cs: ContractionSpectra,
     rate: float,
     threshold: float,
     opts: AnalysisOptions,
-) -> tuple[list[Contraction], list[np.ndarray | None]]:
-    """The contractions, and each one's Welch PSD (None without a clean segment).
-
-    ``det`` holds them in envelope samples (amplitudes), ``starts``/``ends`` in signal samples
-    (times and spectra).
-    """
+) -> list[Contraction]:
+    """The contractions: times from ``starts``/``ends`` (signal samples), amplitudes from the
+    envelope (``det``'s envelope samples), spectral values from ``cs``."""
     if len(det) == 0:
-        return [], []
+        return []
     envelope = prep.envelope
     e_starts, e_ends = det.starts, det.ends
     csum = np.concatenate(([0.0], np.cumsum(envelope)))
     means = (csum[e_ends] - csum[e_starts]) / (e_ends - e_starts)
+    peaks = np.maximum.reduceat(np.append(envelope, 0.0), np.ravel([e_starts, e_ends], "F"))[::2]
     # "reaches X % MVC" is judged on the contraction's best window of the same length as the
     # MVC estimate: the raw peak of a 50 ms RMS rides ~15 % noise and would pass weak efforts
     w = max(1, round(opts.mvc_window_ms / 1000 * prep.envelope_rate))
-    min_trend = round(opts.fatigue_min_contraction_ms / 1000 * rate)
-    bounds = zip(starts.tolist(), ends.tolist(), strict=True)
-    psds = [_mean_psd(spectra, ok, s, e) for s, e in bounds]
-    have = [i for i, p in enumerate(psds) if p is not None]
-    mpf = np.full(len(psds), np.nan)
-    mdf = np.full(len(psds), np.nan)
-    if have:
-        # one pass over all contractions' spectra instead of one call per contraction
-        stack = np.vstack([psds[i] for i in have])
-        mpf[have] = mean_frequency(spectra.freqs, stack)
-        mdf[have] = median_frequency(spectra.freqs, stack)
-    per_segment = None
-    if np.any(ends - starts >= min_trend) and spectra.starts.size:
-        # every segment's indices at once: the long contractions then only slice them
-        per_segment = (
-            mean_frequency(spectra.freqs, spectra.psd),
-            median_frequency(spectra.freqs, spectra.psd),
-        )
     out = []
     for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
         start_ms, end_ms = 1000 * s / rate, 1000 * e / rate
@@ -396,107 +331,23 @@ def _contractions(
             sustained = float(means[i])
         meets_mvc = bool(sustained >= threshold)
         meets_duration = bool(duration >= opts.duration_threshold_ms)
-        mpf_slope = mdf_slope = None
-        if e - s >= min_trend and per_segment is not None:
-            mpf_slope, mdf_slope = _within_slopes(spectra, ok, s, e, per_segment)
         out.append(
             Contraction(
                 index=i,
                 start_ms=start_ms,
                 end_ms=end_ms,
                 duration_ms=duration,
-                peak_amplitude=float(envelope[es:ee].max()),
+                peak_amplitude=float(peaks[i]),
                 mean_amplitude=float(means[i]),
                 meets_mvc=meets_mvc,
                 meets_duration=meets_duration,
                 is_good=meets_mvc and meets_duration,
-                mpf_hz=_none(mpf[i]),
-                mdf_hz=_none(mdf[i]),
-                mpf_slope_hz_per_s=mpf_slope,
-                mdf_slope_hz_per_s=mdf_slope,
+                mpf_hz=_none(cs.mpf[i]),
+                mdf_hz=_none(cs.mdf[i]),
+                mpf_slope_hz_per_s=_none(cs.mpf_slope[i]),
+                mdf_slope_hz_per_s=_none(cs.mdf_slope[i]),
             )
         )
-    return out, psds
-
-
-def _slope(t: np.ndarray, y: np.ndarray) -> float | None:
-    """Least-squares slope of ``y`` over ``t`` (finite points only; None with fewer than 4)."""
-    keep = np.isfinite(y)
-    t, y = t[keep], y[keep]
-    if t.size < 4:
-        return None
-    tc = t - t.mean()
-    den = float(tc @ tc)
-    return _none(float(tc @ (y - y.mean())) / den) if den > 0 else None
-
-
-def _within_slopes(spectra: SegmentSpectra, ok: np.ndarray, s: int, e: int, per_segment):
-    """MPF and MDF trends (Hz/s) over the clean segments inside one long contraction."""
-    lo = int(np.searchsorted(spectra.starts, s, side="left"))
-    hi = int(np.searchsorted(spectra.starts, e - spectra.nperseg, side="right"))
-    idx = np.arange(lo, hi)[ok[lo:hi]] if hi > lo else np.zeros(0, dtype=np.int64)
-    if idx.size < 4:
-        return None, None
-    mpf_all, mdf_all = per_segment
-    t = (spectra.starts[idx] + spectra.nperseg / 2) / spectra.rate
-    return _slope(t, mpf_all[idx]), _slope(t, mdf_all[idx])
-
-
-def _fatigue(
-    contractions: list[Contraction],
-    starts: np.ndarray,
-    ends: np.ndarray,
-    spectra: SegmentSpectra,
-    contraction_psds: list[np.ndarray | None],
-    opts: AnalysisOptions,
-) -> dict:
-    """Spectral summary and fatigue trends, from contractions only (rest has no fatigue)."""
-    out = dict.fromkeys(
-        (
-            "mpf_hz",
-            "mdf_hz",
-            "fi_nsm5",
-            "fi_nsm5_relative",
-            "mpf_slope_hz_per_s",
-            "mdf_slope_hz_per_s",
-            "mpf_slope_pct_per_s",
-            "mdf_slope_pct_per_s",
-        )
-    )
-    out["fatigue_reason"] = None
-    psds, weights, times = [], [], []
-    for s, e, psd in zip(starts.tolist(), ends.tolist(), contraction_psds, strict=True):
-        if psd is not None:
-            psds.append(psd)
-            weights.append(e - s)
-            times.append((s + e) / 2 / spectra.rate)
-    if not psds:
-        out["fatigue_reason"] = (
-            "no contraction to measure"
-            if not contractions
-            else "no clean spectrum in any contraction"
-        )
-        return out
-    f = spectra.freqs
-    pooled = np.average(np.vstack(psds), axis=0, weights=np.asarray(weights, dtype=np.float64))
-    out["mpf_hz"] = _none(mean_frequency(f, pooled))
-    out["mdf_hz"] = _none(median_frequency(f, pooled))
-    out["fi_nsm5"] = _none(fi_nsm5(f, pooled))
-    if len(psds) < opts.fatigue_min_contractions:
-        out["fatigue_reason"] = (
-            f"{len(psds)} contraction{'s' if len(psds) != 1 else ''} with a clean spectrum: "
-            f"a fatigue trend needs {opts.fatigue_min_contractions}"
-        )
-        return out
-    t = np.asarray(times)
-    stack = np.vstack(psds)
-    min_points = opts.fatigue_min_contractions
-    if (tr := fit_trend(t, mean_frequency(f, stack), min_points)) is not None:
-        out["mpf_slope_hz_per_s"], out["mpf_slope_pct_per_s"] = _none(tr.slope), _none(tr.slope_pct)
-    if (tr := fit_trend(t, median_frequency(f, stack), min_points)) is not None:
-        out["mdf_slope_hz_per_s"], out["mdf_slope_pct_per_s"] = _none(tr.slope), _none(tr.slope_pct)
-    if (tr := fit_trend(t, fi_nsm5(f, stack), min_points)) is not None and tr.first > 0:
-        out["fi_nsm5_relative"] = _none(tr.last / tr.first)
     return out
 
 
