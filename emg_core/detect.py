@@ -232,12 +232,13 @@ def _trim(
     A run cut at a valley keeps the valley's low stretch at its edge; trimmed, the edge is
     refined afterwards from where the burst really ends, like every other edge.
     """
-    new_s, new_e = starts.copy(), ends.copy()
-    for k, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-        above = np.flatnonzero(z[s:e] > level)
-        if above.size:
-            new_s[k], new_e[k] = s + int(above[0]), s + int(above[-1]) + 1
-    return new_s, new_e
+    above = np.flatnonzero(z > level)
+    if above.size == 0:
+        return starts, ends
+    first = above[np.minimum(np.searchsorted(above, starts), above.size - 1)]
+    last = above[np.maximum(np.searchsorted(above, ends) - 1, 0)]
+    inside = (first < ends) & (last >= starts)
+    return np.where(inside, first, starts), np.where(inside, last + 1, ends)
 
 
 def _merge(starts: np.ndarray, ends: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -295,20 +296,27 @@ def _refine(
     n = z.size
     new_starts = starts.copy()
     new_ends = ends.copy()
-    prev_end = np.concatenate(([0], ends[:-1]))
-    next_start = np.concatenate((starts[1:], [n]))
-    for k in range(starts.size):
-        s, e = int(starts[k]), int(ends[k])
-        lo = max(int(prev_end[k]), s - reach)
-        if s > lo:
-            seg = z[lo:s]
-            below = np.flatnonzero(seg <= level)
-            new_starts[k] = lo + int(below[-1] if below.size else np.argmin(seg))
-        hi = min(int(next_start[k]), e + reach)
-        if hi > e:
-            seg = z[e:hi]
-            below = np.flatnonzero(seg <= level)
-            new_ends[k] = e + int(below[0] if below.size else np.argmin(seg))
+    lo = np.maximum(np.concatenate(([0], ends[:-1])), starts - reach)
+    hi = np.minimum(np.concatenate((starts[1:], [n])), ends + reach)
+    below = np.flatnonzero(z <= level)
+    # the last rest sample before each onset and the first after each offset, all at once
+    k = np.searchsorted(below, starts) - 1
+    before = np.where(k >= 0, below[np.maximum(k, 0)], -1) if below.size else np.full_like(lo, -1)
+    k = np.searchsorted(below, ends)
+    after = (
+        np.where(k < below.size, below[np.minimum(k, below.size - 1)], n)
+        if below.size
+        else (np.full_like(hi, n))
+    )
+    found = (before >= lo) & (starts > lo)
+    new_starts[found] = before[found]
+    found_end = (after < hi) & (hi > ends)
+    new_ends[found_end] = after[found_end]
+    # no rest within reach: the lowest point of the stretch (a handful of edges at most)
+    for i in np.flatnonzero(~found & (starts > lo)).tolist():
+        new_starts[i] = lo[i] + int(np.argmin(z[lo[i] : starts[i]]))
+    for i in np.flatnonzero(~found_end & (hi > ends)).tolist():
+        new_ends[i] = ends[i] + int(np.argmin(z[ends[i] : hi[i]]))
     # two edges may pick the same dip: give it to neither (contractions stay disjoint)
     new_ends[:-1] = np.minimum(new_ends[:-1], new_starts[1:])
     return new_starts, np.maximum(new_ends, new_starts + 1)
@@ -322,10 +330,10 @@ def detect_contractions(
     rest_block_s: float = 0.25,
     rest_window_s: float = 8.0,
     rest_quantile: float = 50.0,
-    onset_exponent: float = 0.6,
+    onset_exponent: float = 0.5,
     onset_min: float = 3.0,
     onset_max: float = 30.0,
-    onset_fraction: float = 0.0,
+    onset_fraction: float = 0.12,
     offset_exponent: float = 0.35,
     offset_min: float = 2.0,
     refine_ratio: float = 1.2,
