@@ -104,6 +104,12 @@ def mask_of(art: Artefacts, n: int, guard: int) -> np.ndarray:
     return mask
 
 
+def mask_of_runs(mask: np.ndarray, guard: int) -> np.ndarray:
+    """``mask`` with each True run widened by ``guard`` samples on each side."""
+    starts, ends = runs(mask)
+    return mask_of(Artefacts(starts, ends), mask.size, guard)
+
+
 def clipped_fraction(raw: np.ndarray) -> float:
     """Share of samples at the channel's extreme values beyond the one or two any signal has.
 
@@ -113,8 +119,18 @@ def clipped_fraction(raw: np.ndarray) -> float:
     if raw.size == 0:
         return 0.0
     lo, hi = raw.min(), raw.max()
+    if lo == hi:
+        return 1.0  # nothing but one value: all of it is at the limit
     stuck = (np.count_nonzero(raw == lo) + np.count_nonzero(raw == hi)) / raw.size
     return float(max(stuck - 2 / raw.size, 0.0))
 
 
-__all__ = ["Artefacts", "bridge", "clipped_fraction", "find_stuck", "mask_of", "runs"]
+__all__ = [
+    "Artefacts",
+    "bridge",
+    "clipped_fraction",
+    "find_stuck",
+    "mask_of",
+    "mask_of_runs",
+    "runs",
+]

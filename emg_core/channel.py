@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .artefacts import Artefacts, bridge, clipped_fraction, find_stuck, mask_of
+from .artefacts import Artefacts, bridge, clipped_fraction, find_stuck, mask_of, mask_of_runs
 from .detect import Detection, agreement, detect_contractions
 from .errors import SignalQualityError
 from .fatigue import (
@@ -23,7 +23,7 @@ from .fatigue import (
     session_fatigue,
 )
 from .filters import BandPass, bandpass, rms_envelope
-from .mains import Mains, find_mains, notch_sos
+from .mains import Mains, find_mains, notch_sos, subtract_mains
 from .metrics import best_window, rates, signal_quality
 from .options import AnalysisOptions
 from .results import ChannelResult, Contraction
@@ -35,6 +35,10 @@ DEFAULT_UNIT = "V"
 TO_VOLTS = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "µV": 1e-6}
 #: the envelope is kept at this rate or above (one value per 2 ms)
 ENVELOPE_RATE_HZ = 500.0
+#: where a first, notched envelope exceeds its median this many times, the hum is not measured
+ACTIVE_OVER_MEDIAN = 3.0
+#: and this long on each side of it (the bursts' ramps and the first envelope's reach)
+HUM_GUARD_S = 0.3
 #: hum worth a sentence to the therapist when removed (share of in-band power)
 MAINS_WORTH_SAYING = 0.05
 #: hum beyond which a channel whose activity does not stand out is called too noisy
@@ -87,12 +91,18 @@ def prepare(raw: np.ndarray, rate: float, filt: BandPass, opts: AnalysisOptions)
     clipped = clipped_fraction(clean)
     mains = find_mains(clean, rate, (filt.low_hz, filt.high_hz))
     removed = mains.found and mains.fraction >= opts.mains_min_fraction
-    notches = notch_sos(mains, rate) if removed else None
-    emg = bandpass(clean, filt, notches)
-    del clean
-    step = envelope_step(rate)
-    envelope = rms_envelope(emg, rate, opts.envelope_window_ms / 1000, step)
     masked = mask_of(art, raw.size, round(opts.artefact_guard_ms / 1000 * rate))
+    step = envelope_step(rate)
+    if removed:
+        # where is the muscle active? A notched first pass says, well enough to keep the hum
+        # model off the bursts; the model then removes the hum without the notch's halo
+        first = rms_envelope(bandpass(clean, filt, notch_sos(mains, rate)), rate, 0.05, step)
+        active = first > ACTIVE_OVER_MEDIAN * np.median(first)
+        active = mask_of_runs(np.repeat(active, step)[: raw.size], round(HUM_GUARD_S * rate))
+        clean = subtract_mains(clean, rate, mains, active | masked)
+    emg = bandpass(clean, filt)
+    del clean
+    envelope = rms_envelope(emg, rate, opts.envelope_window_ms / 1000, step)
     return Prepared(
         emg, envelope, step, rate / step, masked, masked[::step], art, mains, bool(removed), clipped
     )

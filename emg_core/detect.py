@@ -330,7 +330,7 @@ def detect_contractions(
     rest_block_s: float = 0.25,
     rest_window_s: float = 8.0,
     rest_quantile: float = 50.0,
-    onset_exponent: float = 0.5,
+    onset_exponent: float = 0.55,
     onset_min: float = 3.0,
     onset_max: float = 30.0,
     onset_fraction: float = 0.12,

@@ -35,7 +35,8 @@ class AnalysisOptions:
     onset_exponent, onset_fraction, onset_min, onset_max : float
         Onset level over rest: ``max(clip(D ** onset_exponent, onset_min, onset_max),
         onset_fraction * D)`` with ``D`` the channel's strongest sustained activity over rest
-        (0.5, 0.12, 3, 30): half-way to the activity in dB, and at least 12 % of it.
+        (0.55, 0.12, 3, 30): a little over half-way to the activity in dB, and at least 12 %
+        of it.
     offset_exponent, offset_min : float
         Offset (hysteresis) level over rest, ``clip(D ** offset_exponent, offset_min, onset)``
         (0.35, 2).
@@ -84,7 +85,7 @@ class AnalysisOptions:
     rest_block_ms: float = 250.0
     rest_window_ms: float = 8000.0
     rest_quantile: float = 50.0
-    onset_exponent: float = 0.5
+    onset_exponent: float = 0.55
     onset_fraction: float = 0.12
     onset_min: float = 3.0
     onset_max: float = 30.0

@@ -64,20 +64,7 @@ def test_every_burst_is_found_once_and_nothing_else_is_counted(case):
     assert false / bursts <= 0.02, f"{false} false contractions for {bursts} bursts"
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "moderate",
-        pytest.param(
-            "hum",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="not met yet: under a dominating hum a few edges land 150-190 ms off "
-                "(mean onset error about 43 ms against 40 ms)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("case", CASES)
 def test_onsets_and_offsets_are_accurate(case):
     onset, offset = [], []
     for _, truth, result, _ in _sessions(case):
