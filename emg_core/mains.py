@@ -30,7 +30,7 @@ LINE_HALF_WIDTH_HZ = 1.0
 #: -3 dB width of each notch, Hz
 NOTCH_WIDTH_HZ = 1.0
 #: at most this many segments feed the high-resolution spectrum (bounds the work on long files)
-MAX_SEGMENTS = 48
+MAX_SEGMENTS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +56,14 @@ class Mains:
         return self.fundamental_hz is not None
 
 
-def fine_psd(x: np.ndarray, rate: float, resolution_hz: float = 0.25):
+def fine_psd(x: np.ndarray, rate: float, resolution_hz: float = 0.25, top_hz: float | None = None):
     """Welch spectra with segments long enough for ``resolution_hz``.
 
     Returns ``(freqs, median_psd, mean_psd)``. The median over segments finds lines: a few
     segments holding a strong burst would otherwise make the mean as rough as one periodogram,
     whose random peaks stand 8 times above their neighbours often enough to be taken for hum.
     The mean measures power. Segments overlap by half; long recordings are sampled, at most
-    ``MAX_SEGMENTS`` segments spread over the whole signal.
+    ``MAX_SEGMENTS`` segments spread over the whole signal. Bins above ``top_hz`` are dropped.
     """
     n = x.size
     nperseg = int(2 ** np.ceil(np.log2(rate / resolution_hz)))
@@ -76,9 +76,11 @@ def fine_psd(x: np.ndarray, rate: float, resolution_hz: float = 0.25):
     scale = 2.0 / (rate * np.sum(window**2))
     segs = np.stack([x[s : s + nperseg] for s in starts.tolist()])
     segs = (segs - segs.mean(axis=1, keepdims=True)) * window
-    spec = np.fft.rfft(segs, axis=1)
+    freqs = np.fft.rfftfreq(nperseg, 1 / rate)
+    keep = freqs.size if top_hz is None else int(np.searchsorted(freqs, top_hz, side="right"))
+    spec = np.fft.rfft(segs, axis=1)[:, :keep]
     power = (spec.real**2 + spec.imag**2) * scale
-    return np.fft.rfftfreq(nperseg, 1 / rate), np.median(power, axis=0), power.mean(axis=0)
+    return freqs[:keep], np.median(power, axis=0), power.mean(axis=0)
 
 
 def _peak(freqs: np.ndarray, psd: np.ndarray, lo: float, hi: float):
@@ -115,7 +117,9 @@ def find_mains(x: np.ndarray, rate: float, band: tuple[float, float]) -> Mains:
     -------
     Mains
     """
-    freqs, psd, mean_psd = fine_psd(x, rate)
+    # the top of the search bands or of the pass band, plus the width a peak is judged on
+    top = max(band[1], SEARCH_BANDS[-1][1]) + 12.0
+    freqs, psd, mean_psd = fine_psd(x, rate, top_hz=top)
     none = Mains(None, (), 0.0)
     if freqs.size == 0:
         return none
