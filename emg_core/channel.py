@@ -23,7 +23,7 @@ from .fatigue import (
     session_fatigue,
 )
 from .filters import BandPass, bandpass, rms_envelope
-from .mains import Mains, find_mains, notch_sos, subtract_mains
+from .mains import Mains, find_mains, notch_sos, residual_share, subtract_mains
 from .metrics import best_window, rates, signal_quality
 from .options import AnalysisOptions
 from .results import ChannelResult, Contraction
@@ -68,6 +68,9 @@ class Prepared:
     mains : Mains
         The mains interference found (before removal).
     mains_removed : bool
+    mains_residual : float
+        Share of the in-band power still on the mains lines after removal (hum that changed
+        inside the bursts, where it cannot be measured).
     clipped : float
         Share of saturated samples (dropouts excluded).
     """
@@ -81,6 +84,7 @@ class Prepared:
     artefacts: Artefacts
     mains: Mains
     mains_removed: bool
+    mains_residual: float
     clipped: float
 
 
@@ -102,9 +106,21 @@ def prepare(raw: np.ndarray, rate: float, filt: BandPass, opts: AnalysisOptions)
         clean = subtract_mains(clean, rate, mains, active | masked)
     emg = bandpass(clean, filt)
     del clean
+    band = (filt.low_hz, filt.high_hz)
+    residual = residual_share(emg, rate, band, mains) if removed else 0.0
     envelope = rms_envelope(emg, rate, opts.envelope_window_ms / 1000, step)
     return Prepared(
-        emg, envelope, step, rate / step, masked, masked[::step], art, mains, bool(removed), clipped
+        emg,
+        envelope,
+        step,
+        rate / step,
+        masked,
+        masked[::step],
+        art,
+        mains,
+        bool(removed),
+        residual,
+        clipped,
     )
 
 
@@ -184,6 +200,11 @@ def analyse_channel(
             f"{stuck_s:.1f} s of sensor dropout masked ({len(prep.artefacts)} "
             f"stretch{'es' if len(prep.artefacts) > 1 else ''} stuck at one value)"
         )
+    if MAINS_WORTH_SAYING <= prep.mains_residual < MAINS_DOMINANT:
+        warnings.append(
+            f"some hum remains inside the contractions ({100 * prep.mains_residual:.0f} % of the "
+            "power): amplitudes and MVC may read high"
+        )
     if prep.clipped >= 0.001:
         warnings.append(
             f"{100 * prep.clipped:.1f} % of samples at the amplifier's limit (saturated)"
@@ -194,6 +215,11 @@ def analyse_channel(
         reason = f"mostly dropout: {100 * masked_n / n:.0f} % of the recording is masked"
     elif prep.clipped > opts.max_clipped_share:
         reason = f"saturated: {100 * prep.clipped:.0f} % of samples at the amplifier's limit"
+    elif prep.mains_residual >= MAINS_DOMINANT:
+        reason = (
+            "too noisy to count contractions: the mains hum changes during the contractions and "
+            f"{100 * prep.mains_residual:.0f} % of the power is still hum after removing it"
+        )
     elif not det.enough_contrast and prep.mains.fraction >= MAINS_DOMINANT:
         reason = (
             "too noisy to count contractions: with the mains hum removed, no muscle activity "

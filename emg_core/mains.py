@@ -131,26 +131,49 @@ def find_mains(x: np.ndarray, rate: float, band: tuple[float, float]) -> Mains:
     if best is None:
         return none
     f0 = best[0]
-    in_band = (freqs >= band[0]) & (freqs <= band[1])
-    total = float(mean_psd[in_band].sum())
     lines: list[float] = []
-    excess = 0.0
     for k in range(1, int(band[1] // f0) + 1):
         # later harmonics drift further: the search widens with k
         tol = max(0.5, 0.004 * k * f0)
         fk, prom = _peak(freqs, psd, k * f0 - tol, k * f0 + tol)
-        if fk is None or not band[0] <= fk <= band[1]:
+        if fk is not None and band[0] <= fk <= band[1] and prom >= MIN_PROMINENCE:
+            lines.append(fk)
+    if not lines:
+        return none
+    return Mains(float(f0), tuple(lines), _line_share(freqs, mean_psd, band, f0))
+
+
+def _line_share(freqs: np.ndarray, mean_psd: np.ndarray, band, f0: float) -> float:
+    """Share of the in-band power within a line's width of ``f0`` and its harmonics, above the
+    spectrum around each (the EMG beneath a line is not interference)."""
+    in_band = (freqs >= band[0]) & (freqs <= band[1])
+    total = float(mean_psd[in_band].sum())
+    if total <= 0:
+        return 0.0
+    excess = 0.0
+    for k in range(1, int(band[1] // f0) + 1):
+        tol = max(0.5, 0.004 * k * f0)
+        inside = np.flatnonzero((freqs >= k * f0 - tol) & (freqs <= k * f0 + tol))
+        if inside.size == 0 or not band[0] <= k * f0 <= band[1]:
             continue
+        fk = float(freqs[inside[np.argmax(mean_psd[inside])]])
         near = np.abs(freqs - fk) <= LINE_HALF_WIDTH_HZ
         around = (np.abs(freqs - fk) <= 10.0) & ~near
         floor = float(np.median(mean_psd[around])) if around.any() else 0.0
         excess += float(np.clip(mean_psd[near] - floor, 0.0, None).sum())
-        if prom >= MIN_PROMINENCE:
-            lines.append(fk)
-    if not lines:
-        return none
-    fraction = float(np.clip(excess / total, 0.0, 1.0)) if total > 0 else 0.0
-    return Mains(float(f0), tuple(lines), fraction)
+    return float(np.clip(excess / total, 0.0, 1.0))
+
+
+def residual_share(x: np.ndarray, rate: float, band: tuple[float, float], mains: Mains) -> float:
+    """Share of the in-band power of ``x`` still on the lines of ``mains`` (after removal).
+
+    Measured on the mean spectrum: hum left only inside the bursts occupies few segments, and
+    the median spectrum that finds lines would not see it.
+    """
+    if not mains.found:
+        return 0.0
+    freqs, _, mean_psd = fine_psd(x, rate, top_hz=band[1] + 12.0)
+    return _line_share(freqs, mean_psd, band, mains.fundamental_hz) if freqs.size else 0.0
 
 
 #: whole periods of the fundamental per block in which a line's amplitude is measured
@@ -218,4 +241,11 @@ def notch_sos(mains: Mains, rate: float) -> np.ndarray:
     return np.asarray(sections, dtype=np.float64).reshape(-1, 6)
 
 
-__all__ = ["Mains", "find_mains", "fine_psd", "notch_sos", "subtract_mains"]
+__all__ = [
+    "Mains",
+    "find_mains",
+    "fine_psd",
+    "notch_sos",
+    "residual_share",
+    "subtract_mains",
+]

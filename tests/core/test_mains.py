@@ -64,3 +64,43 @@ def test_a_notch_would_have_left_a_halo_there():
     rest = np.median(notched[(t > 5) & (t < 25)])
     near = ((t > 29.7) & (t < 29.9)) | ((t > 31.1) & (t < 31.3))
     assert np.max(notched[near]) > 2.5 * rest
+
+
+def _c3d(raw: np.ndarray) -> bytes:
+    from emg_core.synthetic import c3d_bytes
+
+    return c3d_bytes(("CH1 Raw",), raw[None, :], RATE)
+
+
+def _bursts_with_hum(hum_in_bursts: float) -> np.ndarray:
+    """Eight 1 s bursts in 90 s under a 49.5 Hz hum that is ``hum_in_bursts`` x stronger in them."""
+    rng = np.random.default_rng(7)
+    n = round(90 * RATE)
+    t = np.arange(n) / RATE
+    active = np.zeros(n, dtype=bool)
+    for k in range(8):
+        active |= (t >= 5 + 10 * k) & (t < 6 + 10 * k)
+    raw = 5e-6 * rng.standard_normal(n) + np.where(active, 300e-6, 0) * rng.standard_normal(n)
+    amplitude = np.where(active, hum_in_bursts, 1.0) * 100e-6
+    return raw + amplitude * np.sin(2 * np.pi * 49.5 * t)
+
+
+def test_a_steady_hum_is_removed_and_the_channel_counted():
+    from emg_core import analyze
+
+    ch = analyze(_c3d(_bursts_with_hum(1.0))).channels[0]
+    assert ch.usable and ch.mains_removed
+    assert ch.mains_hz == pytest.approx(49.5, abs=0.1)
+    assert ch.contractions_total == 8
+    assert any("hum" in w for w in ch.warnings)
+
+
+def test_a_hum_that_swells_in_the_contractions_makes_the_channel_untrustworthy():
+    # the hum can only be measured at rest: when it grows tenfold with each movement, what is
+    # left in the contractions is hum, and amplitudes and MVC would be the hum's
+    from emg_core import analyze
+
+    ch = analyze(_c3d(_bursts_with_hum(10.0))).channels[0]
+    assert not ch.usable
+    assert ch.contractions_total is None and ch.mvc_value is None
+    assert "hum" in ch.warnings[0] and "too noisy" in ch.warnings[0]
