@@ -39,6 +39,8 @@ ENVELOPE_RATE_HZ = 500.0
 ACTIVE_OVER_MEDIAN = 3.0
 #: and this long on each side of it (the bursts' ramps and the first envelope's reach)
 HUM_GUARD_S = 0.3
+#: below this share of the recording at rest, the rest level is called relative
+LITTLE_REST = 0.3
 #: hum worth a sentence to the therapist when removed (share of in-band power)
 MAINS_WORTH_SAYING = 0.05
 #: hum beyond which a channel whose activity does not stand out is called too noisy
@@ -231,6 +233,11 @@ def analyse_channel(
         )
     if not det.enough_contrast:
         warnings.append("no contraction stands out of the rest level")
+    elif det.rest_share < LITTLE_REST:
+        warnings.append(
+            f"little rest in this recording ({100 * det.rest_share:.0f} % of it): levels are "
+            "relative to its quietest moments"
+        )
 
     mvc, mvc_window = _mvc(prep, given, opts)
     threshold = mvc * opts.mvc_percentage / 100

@@ -66,6 +66,9 @@ class Detection:
         Samples per entry of ``rest_curve``.
     enough_contrast : bool
         False when activity does not stand out of rest, so nothing was counted.
+    rest_share : float
+        Share of the unmasked envelope below the offset level: little rest means the rest
+        level comes from the recording's quietest moments only.
     """
 
     starts: np.ndarray
@@ -78,6 +81,7 @@ class Detection:
     rest_curve: np.ndarray
     block: int
     enough_contrast: bool
+    rest_share: float = 1.0
 
     def __len__(self) -> int:
         return int(self.starts.size)
@@ -421,8 +425,13 @@ def detect_contractions(
     ceiling = float(np.percentile(quiet, refine_quantile)) if quiet.size else refine_ratio
     refine = min(max(refine_ratio, ceiling), off)
 
+    counted = z[::step] if valid is None else z[::step][valid[::step]]
+    rest_share = float(np.mean(counted <= off)) if counted.size else 1.0
+
     def result(starts, ends, enough=True):
-        return Detection(starts, ends, rest, on, off, refine, contrast, curve, block, bool(enough))
+        return Detection(
+            starts, ends, rest, on, off, refine, contrast, curve, block, bool(enough), rest_share
+        )
 
     if n == 0 or contrast < min_contrast:
         return result(empty, empty, enough=n == 0)
