@@ -101,10 +101,11 @@ class C3DFile:
         raw = self._raw[:, index]
         if self._dec:
             raw = _dec_to_ieee(raw)
-        out = raw.astype(np.float64)
-        # A hostile scale (NaN, inf) makes non-finite samples; the signal checks downstream
-        # reject those with a sentence, so numpy's warning would only be noise on stderr.
+        # A hostile file's samples or scale can be non-finite (a signalling NaN even warns on the
+        # cast to float64); the signal checks downstream reject those with a sentence, so
+        # numpy's warning would only be noise on stderr.
         with np.errstate(invalid="ignore", over="ignore"):
+            out = raw.astype(np.float64)
             if self._offset[index] != 0.0:
                 out -= self._offset[index]
             if self._scale[index] != 1.0:

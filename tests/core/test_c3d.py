@@ -228,3 +228,25 @@ def test_file_without_emg_channels():
 def test_path_that_does_not_exist(tmp_path):
     with pytest.raises(C3DFormatError, match="cannot read"):
         analyze(tmp_path / "missing.c3d")
+
+
+def test_a_signalling_nan_sample_is_rejected_in_words_without_a_numpy_warning():
+    # a signalling NaN warns "invalid value encountered in cast" on its way to float64; the
+    # channel check then rejects it with a sentence, so the warning is only stderr noise
+    import struct
+    import warnings
+
+    from emg_core import EmgError
+    from emg_core.synthetic import c3d_bytes
+
+    data = np.random.default_rng(1).standard_normal((2, 4000)) * 1e-5
+    marker = 12345.5
+    data[0, 1000] = marker
+    content = bytearray(c3d_bytes(("CH1 Raw", "CH2 Raw"), data, 1000.0))
+    at = content.find(struct.pack("<f", marker))
+    assert at > 0
+    content[at : at + 4] = struct.pack("<I", 0x7F800001)  # float32 signalling NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(EmgError, match="non-finite"):
+            analyze(bytes(content))
