@@ -11,7 +11,10 @@ empty file, bad C3D, no EMG       failed at once with emg_core's sentence (perma
 worker crashed / timed out        retried once; the second time quarantined
 storage 5xx, timeouts, DB blips   back to pending with exponential backoff + jitter, until
                                   max_attempts, then failed
-results rejected by a trigger     failed with the trigger's message (nothing was written)
+database out of disk, memory,     the same (SQLSTATE classes 08, 40, 53, 57: the server's
+connections; shutdown; deadlock   trouble, not the file's; see daemon/dberrors.py)
+results rejected by a trigger     failed with the trigger's message (nothing was written):
+or a constraint                   data (22), integrity (23) and every other SQLSTATE
 lease lost                        nothing written; the new owner finishes it
 daemon shutting down              released back to pending, attempt not counted
 ================================  ==========================================================
@@ -32,6 +35,7 @@ import asyncpg
 import structlog
 
 from daemon import queries
+from daemon.dberrors import TRANSIENT_DB_ERRORS, describe, is_transient
 from daemon.isolation import AnalysisRejected, WorkerCrashed, WorkerTimeout
 from daemon.storage import StorageBackend, StorageError, StorageUnavailable
 
@@ -42,17 +46,8 @@ QUARANTINE_AFTER_CRASHES = 2
 BACKOFF_INITIAL_S = 2.0
 BACKOFF_MAX_S = 300.0
 
-# Errors that say "the database connection is in trouble", not "the data is wrong".
-TRANSIENT_DB_ERRORS = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-)
+# Re-exported for the modules that import it from here; daemon/dberrors.py owns the verdict.
+__all__ = ["TRANSIENT_DB_ERRORS", "Analyser", "ClaimedJob", "JobRunner", "Permanent"]
 
 
 class Analyser(Protocol):
@@ -157,17 +152,16 @@ class JobRunner:
                     outcome = await self._finish(job, "quarantined", reason, crashed=True)
                 else:
                     outcome = await self._retry_or_fail(job, str(exc), crashed=True)
-            except asyncpg.PostgresError as exc:
-                if isinstance(exc, TRANSIENT_DB_ERRORS):
-                    reason = f"database error: {exc}"
+            except (asyncpg.PostgresError, *TRANSIENT_DB_ERRORS) as exc:
+                if is_transient(exc):
+                    # The server's trouble (disk full, shutdown, connection, deadlock): the same
+                    # statement can succeed later, so the job waits and tries again.
+                    reason = f"database unavailable: {describe(exc)}"
                     outcome = await self._retry_or_fail(job, reason)
                 else:
-                    # A validation trigger refused the results: the data is wrong, not the database.
+                    # A validation trigger or a constraint refused the results: the data is wrong.
                     reason = f"results rejected by the database: {exc}"
                     outcome = await self._finish(job, "failed", reason)
-            except TRANSIENT_DB_ERRORS as exc:
-                reason = f"database unavailable: {exc!r}"
-                outcome = await self._retry_or_fail(job, reason)
             except Exception as exc:  # a bug must cost one job, not the daemon
                 reason = f"internal error: {type(exc).__name__}: {exc}"
                 log.exception("job_internal_error")

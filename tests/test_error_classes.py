@@ -1,0 +1,158 @@
+"""Database errors are judged by their SQLSTATE class: the server's trouble (a full disk, a
+shutdown, a lost connection, a deadlock) retries the job with backoff; the data's fault (a value
+out of range, a constraint) fails it at once. A disk that fills up and is freed again must not
+leave jobs failed for good."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+from asyncpg import exceptions as pgerr
+
+from daemon.cmd_upload import upload
+from daemon.dberrors import TRANSIENT_DB_ERRORS, describe, is_transient
+from emg_core.synthetic import ghostly_recording
+from tests import dbutil
+from tests.daemon_harness import daemon_settings, make_patient, running_daemon, wait_sessions
+
+TRANSIENT_CODES = {
+    "53100": "disk full",
+    "53200": "out of memory",
+    "53300": "too many connections",
+    "53999": "an insufficient-resources code asyncpg has no class for",
+    "57014": "query canceled (statement timeout)",
+    "57P01": "admin shutdown",
+    "57P03": "cannot connect now",
+    "08006": "connection failure",
+    "08000": "connection exception",
+    "40001": "serialization failure",
+    "40P01": "deadlock detected",
+}
+PERMANENT_CODES = {
+    "22003": "numeric value out of range",
+    "22P02": "invalid text representation",
+    "23514": "check violation",
+    "23505": "unique violation",
+    "P0001": "a validation trigger's plain raise",
+    "42883": "undefined function",
+}
+
+
+def server_error(code: str, message: str = "boom") -> asyncpg.PostgresError:
+    """The exception asyncpg raises when the server answers with this SQLSTATE."""
+    return pgerr.PostgresError.new({"C": code, "M": message, "S": "ERROR"})
+
+
+@pytest.mark.parametrize("code", sorted(TRANSIENT_CODES))
+def test_server_trouble_is_transient(code):
+    exc = server_error(code)
+    assert is_transient(exc), (code, TRANSIENT_CODES[code], type(exc))
+    assert describe(exc) == f"boom (SQLSTATE {code})"
+
+
+@pytest.mark.parametrize("code", sorted(PERMANENT_CODES))
+def test_the_datas_fault_is_permanent(code):
+    exc = server_error(code)
+    assert not is_transient(exc), (code, PERMANENT_CODES[code], type(exc))
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionResetError(104, "Connection reset by peer"),
+        TimeoutError(),
+        pgerr.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        asyncpg.InterfaceError("connection is closed"),
+    ],
+    ids=repr,
+)
+def test_client_side_connection_trouble_is_transient(exc):
+    assert is_transient(exc)
+
+
+def test_the_except_tuple_agrees_with_the_classes():
+    """Every asyncpg class named in TRANSIENT_DB_ERRORS stands for a transient SQLSTATE class, and
+    every known asyncpg exception of a transient class is caught by the tuple."""
+    for cls in TRANSIENT_DB_ERRORS:
+        code = getattr(cls, "sqlstate", None)
+        if code:
+            assert is_transient(server_error(code)), cls
+    for name in dir(pgerr):
+        cls = getattr(pgerr, name)
+        code = getattr(cls, "sqlstate", None) if isinstance(cls, type) else None
+        if isinstance(code, str) and len(code) == 5:
+            assert issubclass(cls, TRANSIENT_DB_ERRORS) == is_transient(server_error(code)), name
+
+
+# -- through the real commit path ----------------------------------------------------------------
+
+# Raises the SQLSTATE written in the object's name (".../code-53100.c3d") while the results are
+# inserted, the way a full disk or a validation trigger fails emgd.complete_job.
+FAULT_TRIGGER = """
+create function public.test_fault() returns trigger language plpgsql as $$
+declare
+    code text;
+begin
+    select substring(s.object_name from 'code-([0-9A-Z]{5})') into code
+    from public.sessions s where s.id = new.session_id;
+    if code is not null then
+        raise exception using errcode = code,
+            message = format('could not extend file "base/5/16384": No space left on device'
+                             ' (test fault %s)', code);
+    end if;
+    return new;
+end $$;
+create trigger test_fault before insert on public.session_parameters
+    for each row execute function public.test_fault();
+"""
+
+
+async def test_a_full_disk_retries_and_the_job_completes_once_space_is_back(db_url, tmp_path):
+    settings = daemon_settings(db_url, tmp_path / "s", concurrency=2, max_attempts=5)
+    patient = await make_patient(db_url)
+    data = ghostly_recording(seed=11, duration_s=4.0)[0]
+    codes = [*TRANSIENT_CODES, *PERMANENT_CODES]
+    conn = await dbutil.connect(db_url)
+    try:
+        await conn.execute(FAULT_TRIGGER)
+        async with running_daemon(settings, db_url) as d:
+            sids = {
+                code: await upload(settings, db_url, data, patient, f"code-{code}.c3d")
+                for code in codes
+            }
+            # every job has met its fault once: transient ones wait to retry, the others failed
+            rows = await wait_sessions(
+                conn,
+                sids.values(),
+                statuses=("pending", "processing", "failed"),
+                until=lambda r: r["last_error"] is not None,
+                timeout=90,
+                daemon=d,
+            )
+            for code in TRANSIENT_CODES:
+                row = rows[sids[code]]
+                assert row["job_state"] in ("pending", "running"), (code, row["last_error"])
+                assert row["last_error"].startswith("database unavailable: could not extend"), code
+                assert f"SQLSTATE {code}" in row["last_error"], code
+                assert "gave up" not in row["last_error"], code
+            for code in PERMANENT_CODES:
+                row = rows[sids[code]]
+                assert (row["job_state"], row["attempts"]) == ("failed", 1), code
+                assert row["error"].startswith("results rejected by the database: could not"), code
+
+            # space is freed: the waiting jobs finish on their next attempt, nothing stays failed
+            await conn.execute("drop trigger test_fault on public.session_parameters")
+            transient = [sids[c] for c in TRANSIENT_CODES]
+            done = await wait_sessions(conn, transient, timeout=120, daemon=d)
+        for code in TRANSIENT_CODES:
+            row = done[sids[code]]
+            assert (row["status"], row["job_state"]) == ("completed", "succeeded"), code
+            assert row["attempts"] >= 2 and row["error"] is None, code
+            assert await conn.fetchval(
+                "select count(*) from public.session_parameters where session_id = $1",
+                uuid.UUID(sids[code]),
+            )
+    finally:
+        await conn.close()
