@@ -17,10 +17,13 @@ warmup=None)``
     ``target(data, name, options)`` in an idle worker (waiting for one if all are busy) and
     returns its dict (``SessionResult.to_dict()``). Raises:
       ``AnalysisRejected(reason)``  permanent: the target raised an ``EmgError`` (``.code`` is the
-                                     error's code) or an unexpected exception (``.code`` =
-                                     ``internal_error``); the worker stays in service;
+                                     error's code, the reason its sentence) or an unexpected
+                                     exception (``.code`` = ``internal_error``; the reason names
+                                     only its type, the message and traceback go to the log and
+                                     ``.detail``); the worker stays in service;
       ``WorkerCrashed(reason)``      the worker died (reason names the signal, e.g. SIGSEGV) or hit
-                                     the memory limit (reason says so); it is replaced;
+                                     the memory limit (reason says so; numpy's own words are in
+                                     the log and ``.detail``); it is replaced;
       ``WorkerTimeout(reason)``      the job ran past ``timeout_s``; the worker is killed, replaced.
     All three derive from ``AnalysisError``; ``.reason`` (== ``str``) is fit for ``sessions.error``.
     ``stats() -> dict``: size, idle, starting, restarts, jobs (for readiness and metrics).
@@ -82,10 +85,13 @@ _START_TIMEOUT = 120.0
 
 
 class AnalysisError(Exception):
-    def __init__(self, reason: str, *, code: str = "analysis_error"):
+    """``reason`` is a sentence for the session; ``detail`` what a developer needs (logged)."""
+
+    def __init__(self, reason: str, *, code: str = "analysis_error", detail: str = ""):
         super().__init__(reason)
         self.reason = reason
         self.code = code
+        self.detail = detail
 
 
 class AnalysisRejected(AnalysisError):
@@ -363,11 +369,35 @@ class AnalysisPool:
             raise AnalysisRejected(reason, code=code)
         if kind == "oom":
             await _wait_briefly(worker)
+            # numpy's words ("Unable to allocate 16.0 GiB for an array with shape ...") are for
+            # the log; the session says what happened.
+            log.warning("analysis_out_of_memory", limit_mb=self.memory_mb, detail=str(payload))
             raise WorkerCrashed(
-                f"analysis exceeded the memory limit ({self.memory_mb} MB): {payload}",
+                f"analysis exceeded the memory limit ({self.memory_mb} MB)",
                 code="worker_out_of_memory",
+                detail=str(payload),
             )
-        raise AnalysisRejected(str(payload), code="internal_error")
+        raise _internal_error(payload)
+
+
+def _internal_error(payload: Any) -> AnalysisRejected:
+    """An exception the analysis did not expect: a readable reason, the raw message in the log.
+
+    Raw messages from numpy and friends ("array is too big; `arr.size * arr.dtype.itemsize` is
+    larger than the maximum possible size") mean nothing to a therapist reading the session.
+    """
+    if isinstance(payload, dict):
+        kind = str(payload.get("type") or "error")
+        detail = f"{kind}: {payload.get('message', '')}\n{payload.get('traceback', '')}".strip()
+    else:  # a worker of an older protocol: a plain string
+        kind, detail = "error", str(payload)
+    log.error("analysis_internal_error", error_type=kind, detail=detail)
+    return AnalysisRejected(
+        f"the analysis stopped on an unexpected {kind}: this file could not be analysed"
+        " (the details are in the daemon's log)",
+        code="internal_error",
+        detail=detail,
+    )
 
 
 async def _wait_briefly(worker: _Worker) -> int | None:
@@ -448,7 +478,11 @@ def _child_main() -> None:
             if any(c.__name__ == "EmgError" for c in type(exc).__mro__):
                 send("rejected", (getattr(exc, "code", "emg_error"), str(exc)))
             else:
-                send("error", f"unexpected {type(exc).__name__} in analysis: {exc}")
+                import traceback
+
+                message = str(exc)[:2000]
+                trace = "".join(traceback.format_exception(exc))[-8000:]
+                send("error", {"type": type(exc).__name__, "message": message, "traceback": trace})
 
 
 def _die_with_parent() -> None:

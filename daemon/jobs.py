@@ -8,6 +8,8 @@ what went wrong                   what happens to the job
 object outside a patient folder   failed at once (permanent)
 object gone, hostile name         failed at once (permanent)
 empty file, bad C3D, no EMG       failed at once with emg_core's sentence (permanent)
+unexpected error in the analysis  failed at once; the reason names the error's type only, its
+or in the daemon                  message and traceback are logged (numpy's words are no reason)
 worker crashed / timed out        retried once; the second time quarantined
 storage 5xx, timeouts, DB blips   back to pending with exponential backoff + jitter, until
                                   max_attempts, then failed
@@ -163,7 +165,11 @@ class JobRunner:
                     reason = f"results rejected by the database: {exc}"
                     outcome = await self._finish(job, "failed", reason)
             except Exception as exc:  # a bug must cost one job, not the daemon
-                reason = f"internal error: {type(exc).__name__}: {exc}"
+                # The message and traceback go to the log; the session gets a sentence.
+                reason = (
+                    f"internal error ({type(exc).__name__}) while processing this file; it was"
+                    " not analysed (the details are in the daemon's log)"
+                )
                 log.exception("job_internal_error")
                 outcome = await self._finish(job, "failed", reason)
             total = time.perf_counter() - started

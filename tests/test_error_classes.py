@@ -156,3 +156,77 @@ async def test_a_full_disk_retries_and_the_job_completes_once_space_is_back(db_u
             )
     finally:
         await conn.close()
+
+
+# -- unexpected errors inside the analysis -------------------------------------------------------
+
+TOO_BIG = b"TOO-BIG:"
+TOO_MUCH = b"TOO-MUCH:"
+NUMPY_WORDS = ("arr.size", "itemsize", "dtype", "Unable to allocate", "shape (")
+
+
+def numpy_trouble(data: bytes, name: str, options: dict) -> dict:
+    """Analysis target: the real analysis, except that a file starting with a marker makes numpy
+    itself fail the way a hostile header once did (a shape whose size overflows; an allocation
+    far beyond the worker's memory limit)."""
+    import numpy as np
+
+    from daemon.isolation import analyze_to_dict
+
+    if data.startswith(TOO_BIG):
+        np.empty((2**40, 2**40))  # ValueError: array is too big; `arr.size * arr.dtype.itemsize`
+    if data.startswith(TOO_MUCH):
+        np.ones(2**31)  # MemoryError: Unable to allocate 16.0 GiB for an array with shape ...
+    return analyze_to_dict(data, name, options)
+
+
+TARGET = f"{__name__}:numpy_trouble"
+
+
+async def test_numpy_messages_stay_in_the_log_not_in_the_reason():
+    from daemon.isolation import AnalysisPool, AnalysisRejected, WorkerCrashed
+
+    pool = AnalysisPool(1, timeout_s=30, memory_mb=256, target=TARGET, preload=("numpy",))
+    await pool.start()
+    try:
+        with pytest.raises(AnalysisRejected) as info:
+            await pool.analyse(TOO_BIG + b"x", name="p/big.c3d", options={})
+        reason = str(info.value)
+        assert reason == info.value.reason
+        assert info.value.code == "internal_error"
+        assert reason.startswith("the analysis stopped on an unexpected ValueError: this file")
+        assert not any(w in reason for w in NUMPY_WORDS), reason
+        # the developer still gets numpy's words and where they came from
+        assert "array is too big" in info.value.detail and "numpy_trouble" in info.value.detail
+
+        with pytest.raises(WorkerCrashed) as info:
+            await pool.analyse(TOO_MUCH + b"x", name="p/much.c3d", options={})
+        assert str(info.value) == "analysis exceeded the memory limit (256 MB)"
+        assert "Unable to allocate" in info.value.detail
+    finally:
+        await pool.close()
+
+
+async def test_a_file_that_trips_numpy_fails_with_a_readable_reason(db_url, tmp_path):
+    settings = daemon_settings(db_url, tmp_path / "s", analysis_target=TARGET, job_memory_mb=512)
+    patient = await make_patient(db_url)
+    good = ghostly_recording(seed=12, duration_s=4.0)[0]
+    conn = await dbutil.connect(db_url)
+    try:
+        async with running_daemon(settings, db_url) as d:
+            big = await upload(settings, db_url, TOO_BIG + good, patient, "big.c3d")
+            much = await upload(settings, db_url, TOO_MUCH + good, patient, "much.c3d")
+            fine = await upload(settings, db_url, good, patient, "fine.c3d")
+            rows = await wait_sessions(conn, [big, much, fine], timeout=90, daemon=d)
+        assert rows[fine]["status"] == "completed"
+        assert (rows[big]["status"], rows[big]["job_state"]) == ("failed", "failed")
+        assert rows[big]["error"] == (
+            "the analysis stopped on an unexpected ValueError: this file could not be analysed"
+            " (the details are in the daemon's log)"
+        )
+        assert (rows[much]["status"], rows[much]["job_state"]) == ("failed", "quarantined")
+        assert rows[much]["error"].startswith("analysis exceeded the memory limit (512 MB) (twice")
+        for sid in (big, much):
+            assert not any(w in rows[sid]["error"] for w in NUMPY_WORDS), rows[sid]["error"]
+    finally:
+        await conn.close()
