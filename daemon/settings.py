@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     )
     bucket: str = Field("c3d-examples", min_length=1)
     storage_timeout: float = Field(30.0, gt=0)
+    # Total time one download may take, body included, retries included, on either backend: a
+    # hung mount or a server that drips bytes must not hold a job (and its lease) forever.
+    download_timeout: float = Field(120.0, gt=0)
     concurrency: int = Field(2, ge=1, le=256)
     health_host: str = "0.0.0.0"
     health_port: int = Field(8080, ge=0, le=65535)

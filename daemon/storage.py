@@ -13,9 +13,19 @@ Errors: ``StorageError`` (base; a plain one is permanent), ``ObjectNotFound`` (p
 object is gone), ``InvalidObjectName`` (permanent: the name is unusable or hostile),
 ``StorageUnavailable`` (transient: 5xx, 429, timeouts, connection errors, rejected credentials —
 retry later). Every error's ``str`` is a readable reason fit for ``sessions.error``.
-``LocalStorage(root)``: files at ``<root>/<bucket>/<name>``; a name can never leave ``root``.
-``SupabaseStorage(url, service_role_key, *, timeout=30.0, retries=3)``: storage3's async client.
+``LocalStorage(root, *, download_timeout=120.0)``: files at ``<root>/<bucket>/<name>``; a name
+can never leave ``root``; only regular files are read (a named pipe, socket or device is refused
+at once: ``StorageError``, permanent).
+``SupabaseStorage(url, service_role_key, *, timeout=30.0, retries=3, download_timeout=120.0)``:
+storage3's async client; ``timeout`` bounds each request phase (connect, each read).
 ``make_storage(settings) -> StorageBackend``.
+
+Deadline: every ``download`` ends within ``download_timeout`` seconds in all (connection, body,
+in-process retries), on both backends, with ``StorageUnavailable`` naming the deadline when it
+runs out: a hung mount or a server that sends one byte a second cannot hold a job, its lease and
+a concurrency slot forever. The local backend reads in a daemon thread of its own (never the
+loop's executor, whose threads the interpreter joins at exit): a ``read()`` stuck in the kernel
+is abandoned at the deadline and cannot keep the process alive after it has stopped.
 
 Retries: ``SupabaseStorage`` retries ``StorageUnavailable`` in-process (``retries`` attempts in
 all, exponential backoff with jitter, at most a few seconds) because a blip should not cost a job
@@ -26,9 +36,14 @@ attempt; when it still fails it raises ``StorageUnavailable`` and the caller res
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
 import os
+import stat
 import tempfile
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -63,6 +78,17 @@ class InvalidObjectName(StorageError):
 
 class StorageUnavailable(StorageError):
     """Storage could not answer now (transient): retry later."""
+
+
+DEFAULT_DOWNLOAD_TIMEOUT = 120.0
+_CHUNK = 1 << 20
+
+
+def _deadline_passed(what: str, seconds: float) -> StorageUnavailable:
+    return StorageUnavailable(
+        f"downloading {what} did not finish within {seconds:g} s (EMGD_DOWNLOAD_TIMEOUT);"
+        " storage is hanging or too slow"
+    )
 
 
 @runtime_checkable
@@ -111,8 +137,14 @@ def _check_name(bucket: str, name: str) -> list[str]:
 class LocalStorage:
     """A folder laid out like a bucket store: ``<root>/<bucket>/<name>``."""
 
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+    ):
         self.root = Path(root).resolve()
+        self.download_timeout = download_timeout
 
     def path_for(self, bucket: str, name: str) -> Path:
         path = self.root.joinpath(*_check_name(bucket, name)).resolve()
@@ -123,12 +155,38 @@ class LocalStorage:
 
     async def download(self, bucket: str, name: str) -> bytes:
         path = self.path_for(bucket, name)
+        what = f"{bucket}/{name}"
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bytes] = loop.create_future()
+        stop = threading.Event()
+        deadline = time.monotonic() + self.download_timeout
+
+        def settle(result: bytes | None, error: BaseException | None) -> None:
+            if done.done():
+                return  # the caller gave up (deadline, cancellation) already
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)
+
+        def read() -> None:
+            result, error = None, None
+            try:
+                result = _read_regular_file(path, what, deadline, stop)
+            except BaseException as exc:  # handed to the waiting coroutine
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, result, error)
+
+        # A daemon thread, not asyncio.to_thread: a read stuck in the kernel (a hung mount) is
+        # abandoned at the deadline, and the interpreter does not wait for it at exit.
+        threading.Thread(target=read, name=f"emgd-read:{what}"[:60], daemon=True).start()
         try:
-            return await asyncio.to_thread(path.read_bytes)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise ObjectNotFound(f"object not found: {bucket}/{name}") from None
-        except OSError as exc:
-            raise StorageUnavailable(f"cannot read {bucket}/{name}: {exc.strerror}") from exc
+            return await asyncio.wait_for(done, self.download_timeout)
+        except TimeoutError:
+            raise _deadline_passed(what, self.download_timeout) from None
+        finally:
+            stop.set()
 
     async def upload(
         self,
@@ -151,6 +209,51 @@ class LocalStorage:
         return None
 
 
+_FILE_KINDS = {
+    stat.S_IFIFO: "a named pipe",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _read_regular_file(path: Path, what: str, deadline: float, stop: threading.Event) -> bytes:
+    """The bytes of a regular file, read in chunks until ``deadline``; anything else refused.
+
+    Opened with O_NONBLOCK so that opening a named pipe returns at once instead of waiting for a
+    writer; the type is then checked on the open descriptor (no race with a rename).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ObjectNotFound(f"object not found: {what}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket (or a device without a driver)
+            raise StorageError(f"{what} is not a regular file; refusing to read it") from None
+        raise StorageUnavailable(f"cannot read {what}: {exc.strerror}") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ObjectNotFound(f"object not found: {what} (a folder has that name)")
+        if not stat.S_ISREG(mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            raise StorageError(
+                f"{what} is {kind}, not a regular file; refusing to read it (a stored object is"
+                " always a plain file)"
+            )
+        os.set_blocking(fd, True)
+        chunks = []
+        while chunk := os.read(fd, _CHUNK):
+            chunks.append(chunk)
+            if stop.is_set() or time.monotonic() > deadline:
+                raise StorageUnavailable(f"reading {what} stopped at its deadline")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot read {what}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     # Readers (the daemon) must never see half a file: write aside, then rename into place.
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +270,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class SupabaseStorage:
     """Supabase Storage through storage3's async client, authenticated with the service role."""
 
-    def __init__(self, url: str, service_role_key: str, *, timeout: float = 30.0, retries: int = 3):
+    def __init__(
+        self,
+        url: str,
+        service_role_key: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+    ):
         import httpx
         from storage3 import AsyncStorageClient
 
@@ -181,6 +292,7 @@ class SupabaseStorage:
             url.rstrip("/") + "/storage/v1/", headers, http_client=self._http
         )
         self._retries = max(1, retries)
+        self.download_timeout = download_timeout
 
     async def _retrying(self, op, what: str):
         from tenacity import (
@@ -202,9 +314,16 @@ class SupabaseStorage:
 
     async def download(self, bucket: str, name: str) -> bytes:
         _check_name(bucket, name)
-        return await self._retrying(
-            lambda: self._client.from_(bucket).download(_escape(name)), f"{bucket}/{name}"
-        )
+        what = f"{bucket}/{name}"
+        # httpx's timeout is per phase (each read may take that long): a server that sends a few
+        # bytes a second never trips it. This bounds the whole download, retries included.
+        try:
+            async with asyncio.timeout(self.download_timeout):
+                return await self._retrying(
+                    lambda: self._client.from_(bucket).download(_escape(name)), what
+                )
+        except TimeoutError:
+            raise _deadline_passed(what, self.download_timeout) from None
 
     async def upload(
         self,
@@ -265,11 +384,12 @@ def _classify(exc: Any, what: str) -> StorageError:
 
 def make_storage(settings: Settings) -> StorageBackend:
     if settings.storage_backend == "local":
-        return LocalStorage(settings.local_storage_dir)
+        return LocalStorage(settings.local_storage_dir, download_timeout=settings.download_timeout)
     if not settings.supabase_url or settings.supabase_service_role_key is None:
         raise StorageError("supabase storage needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
     return SupabaseStorage(
         settings.supabase_url,
         settings.supabase_service_role_key.get_secret_value(),
         timeout=settings.storage_timeout,
+        download_timeout=settings.download_timeout,
     )

@@ -5,7 +5,10 @@ It serves ``GET /storage/v1/object/<bucket>/<path>`` (download) and ``POST|PUT``
 answers errors in Supabase's shapes: a missing object is HTTP 400 with
 ``{"statusCode":"404","error":"not_found","message":"Object not found"}``; a bad key is 400 with
 statusCode 403; ``fail_next(n)`` makes the next n requests answer 503 (JSON) and
-``fail_next(n, status=502, body="bad gateway")`` a plain-text gateway error.
+``fail_next(n, status=502, body="bad gateway")`` a plain-text gateway error. ``drip = seconds``
+makes downloads slow the way a congested link or a stuck proxy is: the status line and headers
+(with the full ``Content-Length``) come at once, then the body ``drip_bytes`` at a time with
+``drip`` seconds between pieces, so no single read waits long but the whole never arrives in time.
 
 Use::
 
@@ -16,7 +19,8 @@ Use::
     await server.stop()
 
 or, from synchronous code / another process, ``python -m tests.storage_server --port 0`` prints
-its URL on stdout and serves until killed (objects added through the upload API).
+its URL on stdout and serves until killed (objects added through the upload API; ``--drip S``
+serves downloads slowly, as above).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class StorageServer:
     objects: dict[tuple[str, str], bytes] = field(default_factory=dict)
     requests: list[tuple[str, str, str]] = field(default_factory=list)
     delay: float = 0.0  # seconds before answering: lets tests provoke client timeouts
+    drip: float = 0.0  # seconds between pieces of a download's body (0: all at once)
+    drip_bytes: int = 16
     _failures: list[tuple[int, str | None]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     port: int = 0
@@ -65,6 +71,8 @@ class StorageServer:
             data = self.objects.get((bucket, name))
             if data is None:
                 return _error(400, "404", "not_found", "Object not found")
+            if self.drip:
+                return await self._drip(request, data)
             return web.Response(body=data, content_type="application/octet-stream")
         upsert = request.headers.get("x-upsert") == "true" or request.method == "PUT"
         if (bucket, name) in self.objects and not upsert:
@@ -73,6 +81,20 @@ class StorageServer:
         upload = post.get("file")
         self.objects[(bucket, name)] = upload.file.read() if upload is not None else b""
         return web.json_response({"Key": f"{bucket}/{name}", "Id": "00000000-0000-0000-0000-0"})
+
+    async def _drip(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(data))}
+        )
+        await response.prepare(request)
+        try:
+            for at in range(0, len(data), self.drip_bytes):
+                await response.write(data[at : at + self.drip_bytes])
+                await asyncio.sleep(self.drip)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client gave up: nothing more to send
+        return response
 
     async def start(self, port: int = 0) -> StorageServer:
         app = web.Application(client_max_size=1 << 30)
@@ -104,8 +126,8 @@ async def start_storage_server(
     return await StorageServer(key=key, objects=dict(objects or {})).start()
 
 
-async def _serve_forever(port: int, key: str) -> None:
-    server = await StorageServer(key=key).start(port)
+async def _serve_forever(port: int, key: str, drip: float = 0.0) -> None:
+    server = await StorageServer(key=key, drip=drip).start(port)
     print(server.url, flush=True)
     await asyncio.Event().wait()
 
@@ -116,8 +138,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Supabase Storage stand-in for tests")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--key", default="service-role-key")
+    parser.add_argument("--drip", type=float, default=0.0, help="seconds between body pieces")
     ns = parser.parse_args()
     try:
-        asyncio.run(_serve_forever(ns.port, ns.key))
+        asyncio.run(_serve_forever(ns.port, ns.key, ns.drip))
     except KeyboardInterrupt:
         sys.exit(0)
