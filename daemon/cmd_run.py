@@ -17,9 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from daemon.runtime import embedded_database, serve
+    from daemon.runtime import embedded_database, exit_if_threads_linger, run_loop, serve
     from daemon.settings import SettingsError, load_settings
 
     try:
@@ -35,5 +33,10 @@ def main(args: argparse.Namespace) -> int:
     if settings.embedded:
         with embedded_database(settings) as dsn:
             print(f"emgd: embedded database at {dsn}", flush=True)
-            return asyncio.run(serve(settings, dsn))
-    return asyncio.run(serve(settings, settings.database_url))
+            code = run_loop(serve(settings, dsn))
+    else:
+        code = run_loop(serve(settings, settings.database_url))
+    # The daemon has stopped (and said so): a thread stuck in the kernel must not keep the
+    # process alive past that (see daemon/runtime.py).
+    exit_if_threads_linger(code)
+    return code

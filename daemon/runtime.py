@@ -1,13 +1,28 @@
 """Assemble a running daemon from settings: database (given or embedded), storage, analysis pool,
-health server, signal handlers. ``emgd run`` and ``emgd demo`` both come through here."""
+health server, signal handlers. ``emgd run`` and ``emgd demo`` both come through here.
+
+The process ends when the daemon says it does. ``run_loop`` replaces ``asyncio.run``, which at
+the end waits without limit for the loop's executor threads (Python 3.11): one thread stuck in a
+kernel call (a read on a hung mount, a DNS lookup that never answers) kept a daemon that had
+logged ``daemon_stopped`` alive. ``run_loop`` gives them ``THREAD_GRACE_S``; then
+``exit_if_threads_linger`` is the documented last resort: it logs ``threads_left_behind`` (their
+names) and ends the process with ``os._exit`` and the daemon's exit code, since nothing else can
+stop a thread blocked in the kernel. The daemon's own blocking reads run in daemon threads (see
+``daemon/storage.py``), so in the ordinary case no thread is left and the process exits normally.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
-from collections.abc import Iterator
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -15,6 +30,75 @@ import structlog
 from daemon.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+#: seconds the stopped daemon waits for executor threads before giving up on them
+THREAD_GRACE_S = 5.0
+_EXECUTOR_PREFIX = "emgd-loop-executor"
+
+
+def run_loop(main: Coroutine[Any, Any, int], *, thread_grace: float = THREAD_GRACE_S) -> int:
+    """``asyncio.run(main)``, but the executor's threads get ``thread_grace`` seconds, not forever.
+
+    Like ``asyncio.run``: a new loop, the coroutine's result returned, tasks it left cancelled,
+    async generators closed, the loop closed. Threads still busy afterwards are left to
+    ``exit_if_threads_linger``.
+    """
+    loop = asyncio.new_event_loop()
+    # Our own executor, so its threads can be waited for with a bound: the loop's
+    # shutdown_default_executor() joins them without one, even when cancelled.
+    executor = ThreadPoolExecutor(thread_name_prefix=_EXECUTOR_PREFIX)
+    loop.set_default_executor(executor)
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            _cancel_leftovers(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            deadline = time.monotonic() + thread_grace
+            for thread in threading.enumerate():
+                if thread.name.startswith(_EXECUTOR_PREFIX + "_"):
+                    thread.join(max(0.0, deadline - time.monotonic()))
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+def lingering_threads() -> list[threading.Thread]:
+    """Threads that would keep the interpreter from exiting (alive, not daemon threads)."""
+    main = threading.main_thread()
+    return [t for t in threading.enumerate() if t is not main and t.is_alive() and not t.daemon]
+
+
+def exit_if_threads_linger(code: int) -> None:
+    """Last resort, after the daemon stopped: end the process now if threads would hold it.
+
+    Returns when none linger (the normal case). Otherwise logs ``threads_left_behind`` and calls
+    ``os._exit(code)``: the clean-up that matters (jobs released, pool and database closed,
+    workers stopped) has already run by then.
+    """
+    stuck = lingering_threads()
+    if not stuck:
+        return
+    log.error(
+        "threads_left_behind",
+        threads=[t.name for t in stuck],
+        exit_code=code,
+        action="exiting without waiting for them (os._exit)",
+    )
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 @contextlib.contextmanager
