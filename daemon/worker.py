@@ -30,6 +30,10 @@ log = structlog.get_logger(__name__)
 
 TICK_SECONDS = 0.5
 LIVENESS_STALE_SECONDS = 10.0
+# A job whose commit landed while a heartbeat was on its way is missing from the heartbeat's
+# answer: its lease is not lost, the job is simply done. Its task ends moments after the commit;
+# only a job still running this long after the heartbeat really lost its lease.
+LEASE_LOST_GRACE_S = 1.0
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
@@ -71,7 +75,7 @@ class Daemon:
         self._in_flight: dict[str, tuple[asyncio.Task[str], ClaimedJob]] = {}
         self._notified: OrderedDict[int, float] = OrderedDict()
         self._last_tick = time.monotonic()
-        self._last_db_ok = 0.0
+        self._last_db_ok: float | None = None  # monotonic time of the last good query; None: never
         self.draining = False
         self.listener: Listener | None = None
 
@@ -96,9 +100,11 @@ class Daemon:
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         reasons: dict[str, Any] = {}
-        db_age = time.monotonic() - self._last_db_ok
-        if db_age > max(3 * self.settings.poll_interval, 5.0):
-            reasons["database"] = f"no successful query for {db_age:.1f}s"
+        stale_after = max(3 * self.settings.poll_interval, 5.0)
+        if self._last_db_ok is None:
+            reasons["database"] = "no successful query yet"
+        elif (age := time.monotonic() - self._last_db_ok) > stale_after:
+            reasons["database"] = f"no successful query for {age:.1f}s"
         listener = self.listener
         mode = listener.mode if listener else "starting"
         if listener is None or not listener.healthy:
@@ -315,18 +321,7 @@ class Daemon:
         s = self.settings
         while True:
             try:
-                if self._in_flight:
-                    job_ids = {job.job_id for _, job in self._in_flight.values()}
-                    held = {
-                        r["job_id"]
-                        for r in await self._pool.fetch(
-                            queries.HEARTBEAT, self.owner, list(job_ids), s.lease_seconds
-                        )
-                    }
-                    lost = job_ids - held
-                    if lost:
-                        # Their commits will fail the lease check; nothing to do but say so.
-                        log.warning("leases_lost", job_ids=sorted(lost))
+                await self._heartbeat()
                 rescued = await self._pool.fetchval(queries.RESCUE_EXPIRED)
                 if rescued:
                     log.warning("expired_leases_rescued", jobs=rescued)
@@ -337,6 +332,28 @@ class Daemon:
             except TRANSIENT_DB_ERRORS as exc:
                 log.warning("lease_keeper_db_error", error=repr(exc))
             await asyncio.sleep(s.heartbeat_interval)
+
+    async def _heartbeat(self) -> None:
+        """Extend the leases of the jobs in flight; report those lost to another owner."""
+        sent = dict(self._in_flight)
+        if not sent:
+            return
+        job_ids = list({job.job_id for _, job in sent.values()})
+        rows = await self._pool.fetch(
+            queries.HEARTBEAT, self.owner, job_ids, self.settings.lease_seconds
+        )
+        held = {r["job_id"] for r in rows}
+        # A job missing from the answer may have committed while the heartbeat was on its way
+        # (its lease ends with the commit): that is a finished job, not a lost lease. Only a job
+        # whose task still runs a moment later has really lost its lease.
+        missing = [task for task, job in sent.values() if job.job_id not in held]
+        if not missing:
+            return
+        _, running = await asyncio.wait(missing, timeout=LEASE_LOST_GRACE_S)
+        lost = {job.job_id for task, job in sent.values() if task in running}
+        if lost:
+            # Their commits will fail the lease check; nothing to do but say so.
+            log.warning("leases_lost", job_ids=sorted(lost))
 
     async def _tick_loop(self) -> None:
         while True:
