@@ -11,6 +11,10 @@ every ``probe_interval`` seconds, the listener sends itself a probe through the 
 come back within ``probe_timeout`` the listener reports ``poll`` mode (readiness says so) and keeps
 retrying. The claim loop polls every ``poll_interval`` whatever the mode, so a missed NOTIFY costs
 latency, not work.
+
+The reconnect backoff grows while attempts fail (``backoff_initial`` doubling, with jitter, up to
+``backoff_max``) and starts again from the beginning once a connection has been verified, so a
+blip after a long healthy stretch is retried at once.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,7 +30,6 @@ from typing import Any
 
 import asyncpg
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from daemon import queries
 
@@ -51,6 +55,8 @@ class Listener:
         probe_interval: float = 30.0,
         probe_timeout: float = 3.0,
         on_reconnect: Callable[[], None] | None = None,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
     ) -> None:
         self._dsn = dsn
         self._on_notify = on_notify
@@ -60,6 +66,9 @@ class Listener:
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
         self._on_reconnect = on_reconnect
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._failures = 0  # consecutive sessions that ended without a verified connection
         self._probes: dict[str, asyncio.Future[None]] = {}
         self.mode = "connecting" if enabled else "poll"
         self.reason = "" if enabled else "LISTEN disabled by settings (EMGD_LISTEN=false)"
@@ -70,23 +79,32 @@ class Listener:
         """Listening and verified, or deliberately polling: either way no work is lost."""
         return self.mode in ("listening", "poll")
 
+    def next_delay(self) -> float:
+        """The wait before the next connect: exponential in the failures since the last verified
+        connection, with up to 50 % jitter so a fleet of daemons does not reconnect in step."""
+        if self._failures == 0:
+            return 0.0
+        delay = min(self._backoff_max, self._backoff_initial * 2 ** (self._failures - 1))
+        return delay * (0.5 + random.random() / 2)
+
     async def run(self) -> None:
-        """Listen forever; only cancellation ends it."""
+        """Listen forever; only cancellation ends it (or a bug, which should stop the daemon)."""
         if not self._enabled:
             await self._poll_only()
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type((*RECONNECTABLE, ListenerBroken)),
-            wait=wait_exponential_jitter(multiplier=0.2, max=10.0),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
+        while True:
+            try:
                 await self._session()
+            except (*RECONNECTABLE, ListenerBroken):
+                pass  # logged by the session; reconnect after the backoff
+            delay = self.next_delay()
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     async def _session(self) -> None:
         conn: asyncpg.Connection | None = None
         lost = asyncio.get_running_loop().create_future()
         try:
+            self._failures += 1  # until this connection is verified
             conn = await asyncpg.connect(self._dsn, timeout=10)
             conn.add_termination_listener(lambda _c: lost.done() or lost.set_result(None))
             await conn.add_listener(queries.LISTEN_CHANNEL, self._notified)
@@ -97,6 +115,7 @@ class Listener:
             if not await self._probe():
                 self._poll_mode("LISTEN accepted but notifications do not arrive (pooler?)")
                 raise ListenerBroken(self.reason)
+            self._failures = 0  # a verified connection: the next loss starts the backoff afresh
             self.mode, self.reason = "listening", ""
             log.info("listener_connected", channel=queries.LISTEN_CHANNEL)
             # Catch-up after the probe: whatever was committed before this point is found by it,
@@ -110,7 +129,7 @@ class Listener:
                     raise ListenerBroken("listen connection stopped delivering notifications")
         except (*RECONNECTABLE, ListenerBroken) as exc:
             self._poll_mode(str(exc) or type(exc).__name__)
-            log.warning("listener_lost", error=self.reason)
+            log.warning("listener_lost", error=self.reason, failed_attempts=self._failures)
             # Work must go on while the listener is away: the catch-up here is what finds objects
             # uploaded while triggers were missing; the poll covers the rest.
             with contextlib.suppress(*RECONNECTABLE):
