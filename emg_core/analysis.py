@@ -182,6 +182,8 @@ def analyze(
             "slopes": "least squares of per-contraction values over the contractions' mid "
             "times; %/s of the fitted first value; none with fewer than "
             "fatigue_min_contractions",
+            "fi_nsm5_relative": "exp of the log-linear trend of per-contraction FI_nsm5 from "
+            "the first contraction to the last",
             "fatigue_min_contractions": opts.fatigue_min_contractions,
             "fatigue_min_contraction_ms": opts.fatigue_min_contraction_ms,
         },

@@ -31,8 +31,6 @@ from .spectral import segment_spectra
 
 #: a channel's unit when the file names none: C3D analog data are volts unless said otherwise
 DEFAULT_UNIT = "V"
-#: factor from a unit to volts, for the few judgements made in absolute terms and for display
-TO_VOLTS = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "µV": 1e-6}
 #: the envelope is kept at this rate or above (one value per 2 ms)
 ENVELOPE_RATE_HZ = 500.0
 #: where a first, notched envelope exceeds its median this many times, the hum is not measured
@@ -138,10 +136,6 @@ def envelope_step(rate: float) -> int:
 
 def _none(value) -> float | None:
     return float(value) if value is not None and np.isfinite(value) else None
-
-
-def _to_volts(unit: str) -> float | None:
-    return TO_VOLTS.get(unit.strip())
 
 
 def analyse_channel(

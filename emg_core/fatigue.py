@@ -218,8 +218,12 @@ def session_fatigue(
     if (tr := fit_trend(t, cs.mdf[cs.has], min_contractions)) is not None:
         out["mdf_slope_hz_per_s"] = _finite(tr.slope)
         out["mdf_slope_pct_per_s"] = _finite(tr.slope_pct)
-    if (tr := fit_trend(t, fi_nsm5(freqs, psd), min_contractions)) is not None and tr.first > 0:
-        out["fi_nsm5_relative"] = _finite(tr.last / tr.first)
+    # FI_nsm5 grows multiplicatively with fatigue (f ** -6): its trend is fitted on its logarithm,
+    # where a straight line through strongly rising values cannot start below zero
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_fi = np.log(fi_nsm5(freqs, psd))
+    if (tr := fit_trend(t, log_fi, min_contractions)) is not None:
+        out["fi_nsm5_relative"] = _finite(np.exp(tr.last - tr.first))
     return out
 
 

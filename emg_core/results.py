@@ -84,7 +84,7 @@ class ChannelResult:
     mpf_hz: float | None
     mdf_hz: float | None
     fi_nsm5: float | None
-    fi_nsm5_relative: float | None  # last window's FI_nsm5 / first window's
+    fi_nsm5_relative: float | None  # FI_nsm5 at the last contraction / the first (log-linear fit)
     mpf_slope_hz_per_s: float | None
     mdf_slope_hz_per_s: float | None
     mpf_slope_pct_per_s: float | None

@@ -1,17 +1,17 @@
 """Spectral fatigue indices from a Welch power spectral density restricted to the pass band.
 
 One pass computes the periodogram of every Hann-windowed segment (default 250 ms, 50 % overlap)
-of a channel, keeping only the bins inside the band-pass; every later average (per 1 s window,
-per contraction, per channel) is a mean of those segment spectra, i.e. a Welch estimate over
-that stretch. Indices:
+of a channel (or of the segments asked for), keeping only the bins inside the band-pass; every
+later average (per contraction, per channel; see ``emg_core.fatigue``) is a mean of those segment
+spectra, i.e. a Welch estimate over that stretch. Indices:
 
 * mean power frequency ``MPF = sum(f P) / sum(P)``;
 * median frequency ``MDF``, where the cumulative power reaches half, interpolated linearly inside
   its bin (each bin's power spread evenly over ``[f - df/2, f + df/2]``);
 * Dimitrov's ``FI_nsm5 = sum(f**-1 P) / sum(f**5 P)`` (Dimitrov et al., 2006), in Hz**-6.
 
-Fatigue trends are least-squares lines through the 1 s window values over time, in Hz/s and in
-%/s of the line's value at the first window.
+Trends are least-squares lines over time, in units per second and in %/s of the line's value at
+the first point.
 """
 
 from __future__ import annotations
@@ -49,21 +49,6 @@ class SegmentSpectra:
     starts: np.ndarray
     nperseg: int
     rate: float
-
-    def mean_between(self, start: int, end: int) -> np.ndarray | None:
-        """Welch PSD over samples ``[start, end)``: the mean of the segments inside it.
-
-        A stretch shorter than one segment gets the segment centred on it.
-        """
-        if self.starts.size == 0:
-            return None
-        lo = int(np.searchsorted(self.starts, start, side="left"))
-        hi = int(np.searchsorted(self.starts, end - self.nperseg, side="right"))
-        if hi > lo:
-            return self.psd[lo:hi].mean(axis=0)
-        centre = (start + end) / 2 - self.nperseg / 2
-        k = int(np.clip(np.searchsorted(self.starts, centre), 0, self.starts.size - 1))
-        return self.psd[k]
 
 
 def segment_spectra(
@@ -175,65 +160,6 @@ def fi_nsm5(freqs: np.ndarray, psd: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, slots=True)
-class WindowSeries:
-    """Spectral indices per fixed-length window.
-
-    Attributes
-    ----------
-    times_s : ndarray
-        Window centres, seconds.
-    mpf, mdf, fi : ndarray
-        Indices per window (``nan`` for a window without power).
-    """
-
-    times_s: np.ndarray
-    mpf: np.ndarray
-    mdf: np.ndarray
-    fi: np.ndarray
-
-    def select(self, mask: np.ndarray) -> WindowSeries:
-        return WindowSeries(self.times_s[mask], self.mpf[mask], self.mdf[mask], self.fi[mask])
-
-
-def window_series(spectra: SegmentSpectra, n_samples: int, window_s: float = 1.0) -> WindowSeries:
-    """MPF, MDF and FI_nsm5 of consecutive windows (each the mean of its segments' spectra).
-
-    Parameters
-    ----------
-    spectra : SegmentSpectra
-    n_samples : int
-        Length of the channel in samples.
-    window_s : float
-        Window length, seconds.
-
-    Returns
-    -------
-    WindowSeries
-        One entry per whole window holding at least one segment.
-    """
-    length = max(1, round(window_s * spectra.rate))
-    n_windows = n_samples // length
-    empty = np.empty(0)
-    if n_windows == 0 or spectra.starts.size == 0:
-        return WindowSeries(empty, empty, empty, empty)
-    owner = spectra.starts // length
-    inside = (spectra.starts + spectra.nperseg <= (owner + 1) * length) & (owner < n_windows)
-    owner, psd = owner[inside], spectra.psd[inside]
-    if owner.size == 0:
-        return WindowSeries(empty, empty, empty, empty)
-    # segments are sorted, so each window's segments are one contiguous run
-    bounds = np.flatnonzero(np.diff(owner, prepend=-1))
-    counts = np.diff(np.append(bounds, owner.size))
-    mean_psd = np.add.reduceat(psd, bounds, axis=0) / counts[:, None]
-    windows = owner[bounds]
-    times = (windows + 0.5) * length / spectra.rate
-    f = spectra.freqs
-    return WindowSeries(
-        times, mean_frequency(f, mean_psd), median_frequency(f, mean_psd), fi_nsm5(f, mean_psd)
-    )
-
-
-@dataclass(frozen=True, slots=True)
 class Trend:
     """Least-squares line ``y = slope * t + intercept`` through a series.
 
@@ -270,12 +196,10 @@ def trend(times_s: np.ndarray, values: np.ndarray, min_points: int = 3) -> Trend
 __all__ = [
     "SegmentSpectra",
     "Trend",
-    "WindowSeries",
     "fi_nsm5",
     "mean_frequency",
     "median_frequency",
     "segment_grid",
     "segment_spectra",
     "trend",
-    "window_series",
 ]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from emg_core.fatigue import clean_segments, contraction_spectra, session_fatigue
 from emg_core.spectral import (
     fi_nsm5,
     mean_frequency,
     median_frequency,
     segment_spectra,
     trend,
-    window_series,
 )
 
 
@@ -86,16 +86,50 @@ def test_fatigue_slope_has_the_sign_and_size_of_a_known_downward_shift(rate, shi
     centre_phase = 2 * np.pi * (f_start * t - shift_hz_per_s * t**2 / 2)
     tones = zip(offsets, phases, strict=True)
     x = np.sum([np.sin(centre_phase + 2 * np.pi * d * t + p) for d, p in tones], axis=0)
-    series = window_series(segment_spectra(x, rate, (20.0, 450.0)), n, 1.0)
-    for values in (series.mdf, series.mpf):
-        fit = trend(series.times_s, values)
-        assert fit is not None
-        assert fit.slope == pytest.approx(-shift_hz_per_s, rel=0.05)
-        # %/s is relative to the fitted value at the first window (centre 0.5 s)
-        expected_pct = -100 * shift_hz_per_s / (f_start - shift_hz_per_s * 0.5)
-        assert fit.slope_pct == pytest.approx(expected_pct, rel=0.05)
-    fi = trend(series.times_s, series.fi)
-    assert fi is not None and fi.slope > 0  # FI_nsm5 rises as the spectrum compresses
+    spectra = segment_spectra(x, rate, (20.0, 450.0))
+    ok = np.ones(spectra.starts.size, dtype=bool)
+    # within one long contraction: the slope of the segments' MDF and MPF
+    whole = contraction_spectra(spectra, ok, np.array([0]), np.array([n]), min_trend=1)
+    for slope in (whole.mdf_slope[0], whole.mpf_slope[0]):
+        assert slope == pytest.approx(-shift_hz_per_s, rel=0.05)
+    # across a session of ten 4 s contractions 6 s apart: the trend of per-contraction values
+    starts = (np.arange(10) * 6 * rate).astype(np.int64)
+    ends = starts + int(4 * rate)
+    each = contraction_spectra(spectra, ok, starts, ends, min_trend=n)
+    fatigue = session_fatigue(each, spectra.freqs, starts, ends, rate, min_contractions=3)
+    assert fatigue["fatigue_reason"] is None
+    for key in ("mdf_slope_hz_per_s", "mpf_slope_hz_per_s"):
+        assert fatigue[key] == pytest.approx(-shift_hz_per_s, rel=0.05)
+    # %/s is relative to the fitted value at the first contraction's centre (2 s)
+    expected_pct = -100 * shift_hz_per_s / (f_start - shift_hz_per_s * 2.0)
+    assert fatigue["mdf_slope_pct_per_s"] == pytest.approx(expected_pct, rel=0.05)
+    assert fatigue["fi_nsm5_relative"] > 1  # FI_nsm5 rises as the spectrum compresses
+
+
+def test_too_few_contractions_give_no_trend_and_say_why():
+    rng = np.random.default_rng(3)
+    rate = 1000.0
+    x = rng.standard_normal(20_000)
+    spectra = segment_spectra(x, rate, (20.0, 450.0))
+    ok = np.ones(spectra.starts.size, dtype=bool)
+    starts, ends = np.array([1000, 8000]), np.array([3000, 10000])
+    cs = contraction_spectra(spectra, ok, starts, ends, min_trend=10**9)
+    fatigue = session_fatigue(cs, spectra.freqs, starts, ends, rate, min_contractions=3)
+    assert fatigue["mdf_slope_hz_per_s"] is None and fatigue["mdf_hz"] is not None
+    assert "2 contractions" in fatigue["fatigue_reason"] and "needs 3" in fatigue["fatigue_reason"]
+
+
+def test_a_contraction_over_masked_segments_has_no_spectrum():
+    rng = np.random.default_rng(4)
+    rate = 1000.0
+    x = rng.standard_normal(10_000)
+    spectra = segment_spectra(x, rate, (20.0, 450.0))
+    masked = np.zeros(x.size, dtype=bool)
+    masked[2000:4000] = True
+    ok = clean_segments(spectra, masked)
+    cs = contraction_spectra(spectra, ok, np.array([2100, 6000]), np.array([3900, 8000]), 10**9)
+    assert not cs.has[0] and np.isnan(cs.mdf[0])
+    assert cs.has[1] and 20 < cs.mdf[1] < 450
 
 
 def test_trend_needs_three_finite_points():
