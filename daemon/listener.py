@@ -1,9 +1,11 @@
 """The LISTEN connection: a wake-up hint for the claim loop, never the guarantee.
 
 One dedicated asyncpg connection (never from the pool: a pooled connection goes back and forgets
-its LISTEN). It reconnects with backoff when the server goes away and calls ``on_connect`` after
-every (re)connect so the daemon can run its catch-up: anything committed while nobody listened is
-found there.
+its LISTEN). It reconnects with backoff when the server goes away, and tells the daemon through
+``on_connect`` (a plain callback, no I/O) after every verified (re)connect and every loss, so the
+daemon can run its catch-up: anything committed while nobody listened is found there. The
+catch-up itself runs in the claim loop, never here: work that belongs to the queue must not be
+able to kill the listener, and the listener must not run queries from its callbacks.
 
 A connection that accepts ``LISTEN`` is not proof that notifications arrive: Supabase's transaction
 pooler (port 6543) accepts the statement and then never delivers. So after every connect, and
@@ -14,13 +16,13 @@ latency, not work.
 
 The reconnect backoff grows while attempts fail (``backoff_initial`` doubling, with jitter, up to
 ``backoff_max``) and starts again from the beginning once a connection has been verified, so a
-blip after a long healthy stretch is retried at once.
+blip after a long healthy stretch is retried at once. ``retry_now()`` cuts a backoff wait short
+(the daemon calls it when it sees the database answer again).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
@@ -35,8 +37,30 @@ from daemon import queries
 
 log = structlog.get_logger(__name__)
 
+# The database is unreachable, restarting or shedding connections: wait and retry, it will pass.
+# InternalClientError belongs here: a pooled connection whose server process has just been told
+# to terminate (pg_ctl stop/restart -m fast) has received the FATAL message but not yet the close,
+# and the next query on it fails inside asyncpg with "cannot switch to state ...; another
+# operation (2) is in progress". Anything else (a dropped database, a missing function, bad
+# credentials) does not get better by waiting.
+UNAVAILABLE = (
+    OSError,  # refused, reset, the socket file gone while the server restarts
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,  # includes ConnectionDoesNotExistError: the connection died mid-call
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.OperatorInterventionError,  # class 57: admin/crash shutdown, cannot connect now
+    asyncpg.InsufficientResourcesError,  # class 53: too many connections, out of memory or disk
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True for trouble that waiting cures (see ``UNAVAILABLE``); a dropped database is not."""
+    return isinstance(exc, UNAVAILABLE) and not isinstance(exc, asyncpg.DatabaseDroppedError)
+
+
 # Connection-level trouble worth a reconnect; anything else is a bug and should stop the daemon.
-RECONNECTABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+RECONNECTABLE = (*UNAVAILABLE, asyncpg.PostgresError)
 
 
 class ListenerBroken(Exception):
@@ -49,7 +73,7 @@ class Listener:
         dsn: str,
         *,
         on_notify: Callable[[dict[str, Any]], None],
-        on_connect: Callable[[], Awaitable[None]],
+        on_connect: Callable[[], object],
         send_probe: Callable[[str, str], Awaitable[None]],
         enabled: bool = True,
         probe_interval: float = 30.0,
@@ -69,6 +93,7 @@ class Listener:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._failures = 0  # consecutive sessions that ended without a verified connection
+        self._backoff: asyncio.Future[None] | None = None
         self._probes: dict[str, asyncio.Future[None]] = {}
         self.mode = "connecting" if enabled else "poll"
         self.reason = "" if enabled else "LISTEN disabled by settings (EMGD_LISTEN=false)"
@@ -78,6 +103,11 @@ class Listener:
     def healthy(self) -> bool:
         """Listening and verified, or deliberately polling: either way no work is lost."""
         return self.mode in ("listening", "poll")
+
+    def retry_now(self) -> None:
+        """Cut the current backoff wait short (the database is known to answer again)."""
+        if self._backoff is not None and not self._backoff.done():
+            self._backoff.cancel()
 
     def next_delay(self) -> float:
         """The wait before the next connect: exponential in the failures since the last verified
@@ -96,9 +126,17 @@ class Listener:
                 await self._session()
             except (*RECONNECTABLE, ListenerBroken):
                 pass  # logged by the session; reconnect after the backoff
-            delay = self.next_delay()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await self._wait(self.next_delay())
+
+    async def _wait(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        self._backoff = asyncio.ensure_future(asyncio.sleep(seconds))
+        try:
+            await asyncio.wait({self._backoff})  # returns early when retry_now() cancels it
+        finally:
+            self._backoff.cancel()
+            self._backoff = None
 
     async def _session(self) -> None:
         conn: asyncpg.Connection | None = None
@@ -120,7 +158,7 @@ class Listener:
             log.info("listener_connected", channel=queries.LISTEN_CHANNEL)
             # Catch-up after the probe: whatever was committed before this point is found by it,
             # whatever comes after is notified to a verified connection.
-            await self._on_connect()
+            self._on_connect()
             while True:
                 done, _ = await asyncio.wait({lost}, timeout=self._probe_interval)
                 if done:
@@ -130,10 +168,9 @@ class Listener:
         except (*RECONNECTABLE, ListenerBroken) as exc:
             self._poll_mode(str(exc) or type(exc).__name__)
             log.warning("listener_lost", error=self.reason, failed_attempts=self._failures)
-            # Work must go on while the listener is away: the catch-up here is what finds objects
-            # uploaded while triggers were missing; the poll covers the rest.
-            with contextlib.suppress(*RECONNECTABLE):
-                await self._on_connect()
+            # Work must go on while the listener is away: the catch-up finds objects uploaded
+            # while triggers were missing; the poll covers the rest.
+            self._on_connect()
             raise
         finally:
             if conn is not None and not conn.is_closed():
@@ -141,12 +178,9 @@ class Listener:
 
     async def _poll_only(self) -> None:
         # Nothing signals a reconnect here (the pool reconnects silently), so the catch-up that
-        # a listener runs on every connect runs on a timer instead, and a failed one is retried.
+        # a listener asks for on every connect is asked for on a timer instead.
         while True:
-            try:
-                await self._on_connect()
-            except RECONNECTABLE as exc:
-                log.warning("catch_up_failed", error=repr(exc))
+            self._on_connect()
             await asyncio.sleep(self._probe_interval)
 
     def _poll_mode(self, reason: str) -> None:

@@ -5,6 +5,13 @@ with the claim loop: if any of them dies, the group cancels the rest, in-flight 
 and ``run`` returns 1 after logging ``daemon_task_failed`` — the daemon stops rather than hanging
 half-alive. A stop request (SIGTERM/SIGINT) ends the claim loop, which waits up to
 ``shutdown_grace`` for jobs in flight, releases the rest, and ``run`` returns 0.
+
+A database outage is not a reason to die, however long it lasts: every loop that queries treats
+"the database is unreachable or restarting" (``listener.database_unavailable``) as something to
+wait out. The daemon logs ``database_unavailable`` once, says so on ``/readyz``, retries about
+once a second, and logs ``database_available`` when a query succeeds again; the listener is then
+told to reconnect at once. Errors that waiting does not cure (a dropped database, a function a bad
+migration removed) still stop the daemon with exit code 1, so a supervisor notices.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import structlog
 from daemon import queries
 from daemon.health import HealthServer
 from daemon.jobs import TRANSIENT_DB_ERRORS, Analyser, ClaimedJob, JobRunner
-from daemon.listener import Listener
+from daemon.listener import RECONNECTABLE, Listener, database_unavailable
 from daemon.settings import Settings
 from daemon.storage import StorageBackend
 
@@ -30,10 +37,19 @@ log = structlog.get_logger(__name__)
 
 TICK_SECONDS = 0.5
 LIVENESS_STALE_SECONDS = 10.0
+# While the database is away, the claim loop retries at most this far apart (or every poll
+# interval, if shorter): work resumes within about a second of the database coming back.
+OUTAGE_RETRY_MAX_S = 1.0
 # A job whose commit landed while a heartbeat was on its way is missing from the heartbeat's
 # answer: its lease is not lost, the job is simply done. Its task ends moments after the commit;
 # only a job still running this long after the heartbeat really lost its lease.
 LEASE_LOST_GRACE_S = 1.0
+# Best-effort clean-up (releases) swallows any of these: the lease expires anyway.
+DB_ERRORS = (*TRANSIENT_DB_ERRORS, *RECONNECTABLE)
+
+
+def _transient(exc: BaseException) -> bool:
+    return database_unavailable(exc) or isinstance(exc, TRANSIENT_DB_ERRORS)
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
@@ -76,6 +92,9 @@ class Daemon:
         self._notified: OrderedDict[int, float] = OrderedDict()
         self._last_tick = time.monotonic()
         self._last_db_ok: float | None = None  # monotonic time of the last good query; None: never
+        self._db_down_since: float | None = None  # set while queries fail for database trouble
+        self._db_error = ""
+        self._catch_up_due = True  # the first pass of the claim loop catches up
         self.draining = False
         self.listener: Listener | None = None
 
@@ -92,6 +111,12 @@ class Daemon:
     def wake(self) -> None:
         self._wake.set()
 
+    def request_catch_up(self) -> None:
+        """Run ``emgd.catch_up()`` before the next claim (the listener (re)connected or lost its
+        connection). The claim loop runs it, with the claim's own handling of database trouble."""
+        self._catch_up_due = True
+        self._wake.set()
+
     # -- health -------------------------------------------------------------------------------
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
@@ -100,10 +125,13 @@ class Daemon:
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         reasons: dict[str, Any] = {}
-        stale_after = max(3 * self.settings.poll_interval, 5.0)
-        if self._last_db_ok is None:
+        now = time.monotonic()
+        if self._db_down_since is not None:
+            down = now - self._db_down_since
+            reasons["database"] = f"unavailable for {down:.1f}s: {self._db_error}"
+        elif self._last_db_ok is None:
             reasons["database"] = "no successful query yet"
-        elif (age := time.monotonic() - self._last_db_ok) > stale_after:
+        elif (age := now - self._last_db_ok) > max(3 * self.settings.poll_interval, 5.0):
             reasons["database"] = f"no successful query for {age:.1f}s"
         listener = self.listener
         mode = listener.mode if listener else "starting"
@@ -131,7 +159,9 @@ class Daemon:
         s = self.settings
         self._pool = await asyncpg.create_pool(
             self._dsn,
-            min_size=1,
+            # no connection at creation: a daemon started while the database is down waits for
+            # it in the claim loop like any other outage, instead of failing to start
+            min_size=0,
             max_size=s.concurrency + 3,
             command_timeout=60,
             reset=_keep_session,
@@ -149,7 +179,7 @@ class Daemon:
         self.listener = Listener(
             self._dsn,
             on_notify=self._on_notify,
-            on_connect=self._catch_up,
+            on_connect=self.request_catch_up,
             send_probe=self._send_probe,
             enabled=s.listen,
             on_reconnect=self._metrics.listener_reconnects_total.inc,
@@ -221,22 +251,24 @@ class Daemon:
             self._wake.clear()
             free = s.concurrency - len(self._in_flight)
             claimed = 0
-            if free > 0:
-                claim = asyncio.ensure_future(
-                    self._pool.fetch(queries.CLAIM_JOBS, self.owner, free, s.lease_seconds)
-                )
-                try:
-                    rows = await asyncio.shield(claim)
+            try:
+                if self._catch_up_due:
+                    await self._catch_up()
+                rows = await self._claim(free) if free > 0 else []
+                if free == 0 and self._db_down_since is not None:
+                    await self._pool.fetchval(queries.PING)  # no claim to tell us it is back
                     self._db_ok()
-                    failures = 0
-                except asyncio.CancelledError:
-                    await self._hand_back(claim)
-                    raise
-                except TRANSIENT_DB_ERRORS as exc:
-                    failures += 1
+            except Exception as exc:
+                if not _transient(exc):
+                    raise  # waiting will not cure it: stop the daemon (exit 1)
+                failures += 1
+                self._db_failed(exc)
+                if failures == 1 or failures % 10 == 0:
                     log.warning("claim_failed", error=repr(exc), consecutive=failures)
-                    await self._sleep(min(s.poll_interval, 0.2 * 2**failures))
-                    continue
+                await self._sleep(min(s.poll_interval, OUTAGE_RETRY_MAX_S, 0.05 * 2**failures))
+                continue
+            failures = 0
+            if free > 0:
                 claimed = len(rows)
                 now = time.perf_counter()
                 for row in rows:
@@ -245,6 +277,19 @@ class Daemon:
                 continue  # the queue may hold more: claim again before sleeping
             await self._sleep(await self._idle_wait(free, claimed))
         await self._drain()
+
+    async def _claim(self, free: int) -> list[Any]:
+        s = self.settings
+        claim = asyncio.ensure_future(
+            self._pool.fetch(queries.CLAIM_JOBS, self.owner, free, s.lease_seconds)
+        )
+        try:
+            rows = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            await self._hand_back(claim)
+            raise
+        self._db_ok()
+        return rows
 
     async def _hand_back(self, claim: asyncio.Future[list[Any]]) -> None:
         """Release what a claim cancelled in flight took (a side task died mid-claim).
@@ -257,18 +302,24 @@ class Daemon:
         except (Exception, asyncio.CancelledError):
             return  # the claim failed or was abandoned: it took nothing we know of
         for row in rows:
-            with contextlib.suppress(*TRANSIENT_DB_ERRORS, asyncpg.PostgresError):
+            with contextlib.suppress(*DB_ERRORS):
                 await self._pool.fetchval(queries.RELEASE_JOB, row["job_id"], row["lease_token"])
 
     async def _idle_wait(self, free: int, claimed: int) -> float:
         """How long to sleep: the poll interval, or less when a retry comes due before it."""
         poll = self.settings.poll_interval
+        if self._db_down_since is not None:
+            # a query elsewhere (lease keeper, a job) failed: find out soon whether it is back
+            return min(poll, OUTAGE_RETRY_MAX_S)
         if free == 0 or claimed > 0:
             return poll  # woken by a finished job or a notification anyway
         try:
             due_in = await self._pool.fetchval(queries.NEXT_DUE_IN)
-        except TRANSIENT_DB_ERRORS:
-            return poll
+        except Exception as exc:
+            if not _transient(exc):
+                raise
+            self._db_failed(exc)
+            return min(poll, OUTAGE_RETRY_MAX_S)
         if due_in is None:
             return poll
         return min(poll, max(float(due_in), 0.0) + 0.01)
@@ -302,17 +353,37 @@ class Daemon:
         self._wake.set()
 
     async def _catch_up(self) -> None:
-        created = await self._pool.fetchval(queries.CATCH_UP)
+        self._catch_up_due = False  # a request made while this one runs asks for another run
+        try:
+            created = await self._pool.fetchval(queries.CATCH_UP)
+        except BaseException:
+            self._catch_up_due = True
+            raise
         self._db_ok()
         if created:
             log.info("catch_up_found_objects", sessions_created=created)
-        self._wake.set()
 
     async def _send_probe(self, channel: str, payload: str) -> None:
         await self._pool.execute(queries.PROBE_NOTIFY, channel, payload)
 
     def _db_ok(self) -> None:
-        self._last_db_ok = time.monotonic()
+        now = time.monotonic()
+        self._last_db_ok = now
+        if self._db_down_since is not None:
+            log.info("database_available", unavailable_s=round(now - self._db_down_since, 2))
+            self._db_down_since, self._db_error = None, ""
+            if self.listener is not None:
+                self.listener.retry_now()  # no need to sit out the rest of its backoff
+
+    def _db_failed(self, exc: BaseException) -> bool:
+        """Note a query that failed for database trouble; True if it starts an outage."""
+        self._db_error = repr(exc)
+        if self._db_down_since is not None:
+            return False
+        self._db_down_since = time.monotonic()
+        log.warning("database_unavailable", error=self._db_error)
+        self._wake.set()  # the claim loop retries from now on about once a second
+        return True
 
     # -- leases -------------------------------------------------------------------------------
 
@@ -329,8 +400,11 @@ class Daemon:
                 for row in await self._pool.fetch(queries.QUEUE_DEPTH):
                     self._metrics.queue_depth.labels(state=row["state"]).set(row["jobs"])
                 self._db_ok()
-            except TRANSIENT_DB_ERRORS as exc:
-                log.warning("lease_keeper_db_error", error=repr(exc))
+            except Exception as exc:
+                if not _transient(exc):
+                    raise  # e.g. a function a bad migration dropped: stop the daemon (exit 1)
+                if self._db_failed(exc):
+                    log.warning("lease_keeper_db_error", error=repr(exc))
             await asyncio.sleep(s.heartbeat_interval)
 
     async def _heartbeat(self) -> None:
@@ -390,5 +464,5 @@ class Daemon:
         for _, job in entries:
             try:
                 await self._pool.fetchval(queries.RELEASE_JOB, job.job_id, job.lease_token)
-            except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("release_failed", job_id=job.job_id, error=repr(exc))
