@@ -34,29 +34,25 @@ import asyncpg
 import structlog
 
 from daemon import queries
+from daemon.dberrors import TRANSIENT_DB_ERRORS, is_transient
 
 log = structlog.get_logger(__name__)
 
 # The database is unreachable, restarting or shedding connections: wait and retry, it will pass.
-# InternalClientError belongs here: a pooled connection whose server process has just been told
-# to terminate (pg_ctl stop/restart -m fast) has received the FATAL message but not yet the close,
-# and the next query on it fails inside asyncpg with "cannot switch to state ...; another
-# operation (2) is in progress". Anything else (a dropped database, a missing function, bad
-# credentials) does not get better by waiting.
-UNAVAILABLE = (
-    OSError,  # refused, reset, the socket file gone while the server restarts
-    asyncio.TimeoutError,
-    asyncpg.InterfaceError,  # includes ConnectionDoesNotExistError: the connection died mid-call
-    asyncpg.InternalClientError,
-    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
-    asyncpg.OperatorInterventionError,  # class 57: admin/crash shutdown, cannot connect now
-    asyncpg.InsufficientResourcesError,  # class 53: too many connections, out of memory or disk
-)
+# ``dberrors`` judges what the server said (SQLSTATE classes 08, 40, 53, 57) and the socket's
+# trouble; this adds what only the client sees. A pooled connection whose server process has just
+# been told to terminate (pg_ctl stop/restart -m fast) has received the FATAL message but not yet
+# the close, and the next query on it fails inside asyncpg with InternalClientError ("cannot
+# switch to state 12; another operation (2) is in progress"). A dropped database does not come
+# back by waiting.
+UNAVAILABLE = (*TRANSIENT_DB_ERRORS, asyncpg.InternalClientError)
 
 
 def database_unavailable(exc: BaseException) -> bool:
     """True for trouble that waiting cures (see ``UNAVAILABLE``); a dropped database is not."""
-    return isinstance(exc, UNAVAILABLE) and not isinstance(exc, asyncpg.DatabaseDroppedError)
+    if isinstance(exc, asyncpg.DatabaseDroppedError):
+        return False
+    return is_transient(exc) or isinstance(exc, asyncpg.InternalClientError)
 
 
 # Connection-level trouble worth a reconnect; anything else is a bug and should stop the daemon.

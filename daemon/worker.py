@@ -49,7 +49,7 @@ DB_ERRORS = (*TRANSIENT_DB_ERRORS, *RECONNECTABLE)
 
 
 def _transient(exc: BaseException) -> bool:
-    return database_unavailable(exc) or isinstance(exc, TRANSIENT_DB_ERRORS)
+    return database_unavailable(exc)
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
