@@ -13,6 +13,8 @@ RUN python -m venv /opt/emgd
 COPY pyproject.toml README.md ./
 COPY daemon ./daemon
 COPY emg_core ./emg_core
+# the migrations go into the package (pyproject.toml maps them), so the build needs them too
+COPY supabase/migrations ./supabase/migrations
 RUN /opt/emgd/bin/pip install --no-cache-dir . \
     && /opt/emgd/bin/emgd --help > /dev/null
 

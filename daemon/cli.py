@@ -2,7 +2,9 @@
 
 Each verb lives in its own module exposing ``configure(parser)`` and ``main(args) -> int``; this
 module only parses arguments, configures logging once and dispatches, so ``emgd analyze`` never
-imports asyncpg and ``emgd --help`` stays fast.
+imports asyncpg and ``emgd --help`` stays fast. Every verb that talks to a database takes
+``--database-url`` and ``--embedded`` from ``daemon.dbconnect.add_database_arguments``, the one
+declaration, so all of them offer the same options and read the same variables.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import uuid
 
-from daemon.dbconnect import add_database_arguments, fail
+from daemon.dbconnect import NoDatabaseError, add_database_arguments, database, fail
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -41,11 +41,13 @@ async def requeue(dsn: str, args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from daemon.runtime import resolve_dsn
+    from daemon.embedded import EmbeddedPostgresError
 
     try:
-        with resolve_dsn(args) as dsn:
+        with database(args) as dsn:
             n = asyncio.run(requeue(dsn, args))
+    except (NoDatabaseError, EmbeddedPostgresError) as exc:
+        return fail(str(exc))
     except (OSError, ConnectionError) as exc:
         return fail(f"cannot reach the database: {exc}")
     print(f"requeued {n} job(s)")

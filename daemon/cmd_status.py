@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 
-from daemon.dbconnect import add_database_arguments, fail
+from daemon.dbconnect import NoDatabaseError, add_database_arguments, database, fail
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,11 +57,13 @@ def render(status: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from daemon.runtime import resolve_dsn
+    from daemon.embedded import EmbeddedPostgresError
 
     try:
-        with resolve_dsn(args) as dsn:
+        with database(args) as dsn:
             status = asyncio.run(collect(dsn, args.failures))
+    except (NoDatabaseError, EmbeddedPostgresError) as exc:
+        return fail(str(exc))
     except (OSError, ConnectionError) as exc:
         return fail(f"cannot reach the database: {exc}")
     print(json.dumps(status, indent=2) if args.json else render(status))

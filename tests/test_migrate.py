@@ -166,7 +166,7 @@ def test_migrate_without_a_database_url_says_so():
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "no_database_url" in proc.stdout + proc.stderr
+    assert "EMGD_DATABASE_URL" in proc.stderr and "--embedded" in proc.stderr
 
 
 def test_emgd_migrate_cli_twice(database_factory):
