@@ -22,7 +22,10 @@ other  (P0001 raise, 42 ...)        permanent   a validation trigger refusing th
 
 Client-side trouble (the socket dropped, a timeout, asyncpg's ``InterfaceError`` such as "the
 connection is closed") is transient as well: it carries no SQLSTATE because the server never
-answered.
+answered. So is asyncpg's ``InternalClientError`` "cannot switch to state 12; another operation
+is in progress": a pooled connection whose server process has just been told to terminate
+(``pg_ctl restart -m fast``) has received the FATAL message but not yet the close, and the next
+query on it fails that way.
 
 Public API
 ----------
@@ -48,6 +51,7 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.InterfaceError,  # includes "connection is closed" / "connection was closed"
+    asyncpg.InternalClientError,  # a query on a connection the server is closing
     pgerr.PostgresConnectionError,  # 08
     pgerr.TransactionRollbackError,  # 40
     pgerr.InsufficientResourcesError,  # 53

@@ -39,20 +39,15 @@ from daemon.dberrors import TRANSIENT_DB_ERRORS, is_transient
 log = structlog.get_logger(__name__)
 
 # The database is unreachable, restarting or shedding connections: wait and retry, it will pass.
-# ``dberrors`` judges what the server said (SQLSTATE classes 08, 40, 53, 57) and the socket's
-# trouble; this adds what only the client sees. A pooled connection whose server process has just
-# been told to terminate (pg_ctl stop/restart -m fast) has received the FATAL message but not yet
-# the close, and the next query on it fails inside asyncpg with InternalClientError ("cannot
-# switch to state 12; another operation (2) is in progress"). A dropped database does not come
-# back by waiting.
-UNAVAILABLE = (*TRANSIENT_DB_ERRORS, asyncpg.InternalClientError)
+# ``dberrors`` decides which errors those are; a dropped database does not come back by waiting.
+UNAVAILABLE = TRANSIENT_DB_ERRORS
 
 
 def database_unavailable(exc: BaseException) -> bool:
-    """True for trouble that waiting cures (see ``UNAVAILABLE``); a dropped database is not."""
+    """True for trouble that waiting cures (``dberrors.is_transient``), not a dropped database."""
     if isinstance(exc, asyncpg.DatabaseDroppedError):
         return False
-    return is_transient(exc) or isinstance(exc, asyncpg.InternalClientError)
+    return is_transient(exc)
 
 
 # Connection-level trouble worth a reconnect; anything else is a bug and should stop the daemon.
