@@ -1,4 +1,5 @@
-"""The Dockerfile: hadolint-clean and shaped as issue 4 asks (no Docker engine runs here)."""
+"""The Dockerfile: hadolint-clean, two stages on python slim, a non-root final stage without build
+tools that ships the migrations (read statically: no Docker engine runs here)."""
 
 from __future__ import annotations
 
