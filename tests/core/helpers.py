@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-# The shared folder sits beside the repository (../shared/c3d), on a workstation (/work/main next
-# to /work/shared) and in CI alike; a fixed absolute path would skip every vendor test wherever the
-# checkout lives somewhere else.
-VENDOR_DIR = Path(__file__).resolve().parents[3] / "shared" / "c3d"
+# The real vendor recordings (Vicon, BTS, Qualisys) are not ours to commit; they live in a folder
+# named by EMGD_VENDOR_SAMPLES, by default shared/c3d beside the repository.
+DEFAULT_VENDOR_DIR = Path(__file__).resolve().parents[3] / "shared" / "c3d"
+
+
+def vendor_dir() -> Path:
+    return Path(os.environ.get("EMGD_VENDOR_SAMPLES") or DEFAULT_VENDOR_DIR)
+
+
+VENDOR_DIR = vendor_dir()
 
 
 def vendor_file(name: str) -> Path:
-    path = VENDOR_DIR / name
+    path = vendor_dir() / name
     if not path.exists():
-        pytest.skip(f"vendor sample {path} is absent (the shared C3D folder is not mounted)")
+        pytest.skip(
+            f"vendor sample {path} is absent (set EMGD_VENDOR_SAMPLES to the folder of C3D samples)"
+        )
     return path
 
 
