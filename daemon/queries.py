@@ -12,6 +12,8 @@ PROBE_CHANNEL = "emgd_probe"
 CLAIM_JOBS = "select * from emgd.claim_jobs($1::uuid, $2::int, $3::float8)"
 HEARTBEAT = "select emgd.heartbeat($1::uuid, $2::bigint[], $3::float8) as job_id"
 RESCUE_EXPIRED = "select emgd.rescue_expired()"
+# on the daemon's own connection: a lock the database frees when the process dies
+HOLD_OWNER_LOCK = "select emgd.hold_owner_lock($1::uuid)"
 # seconds until the earliest pending job is due (a retry's backoff), or null with none pending
 NEXT_DUE_IN = (
     "select extract(epoch from min(run_after) - clock_timestamp())::float8"

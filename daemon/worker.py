@@ -44,6 +44,10 @@ OUTAGE_RETRY_MAX_S = 1.0
 # answer: its lease is not lost, the job is simply done. Its task ends moments after the commit;
 # only a job still running this long after the heartbeat really lost its lease.
 LEASE_LOST_GRACE_S = 1.0
+# How often the lease keeper runs the rescue: a dead daemon's jobs (its owner lock gone with its
+# connection) go back to pending within about this long, whatever the lease length. Heartbeats
+# keep their own, slower cadence.
+RESCUE_INTERVAL_S = 1.0
 # Best-effort clean-up (releases) swallows any of these: the lease expires anyway.
 DB_ERRORS = (*TRANSIENT_DB_ERRORS, *RECONNECTABLE)
 
@@ -83,6 +87,10 @@ class Daemon:
         self._options = options
         self._health: HealthServer | None = None
         self._pool: asyncpg.Pool | None = None
+        # Holds the owner lock for as long as this process lives (see _hold_owner_lock).
+        self._owner_conn: asyncpg.Connection | None = None
+        self._owner_locked = False
+        self._owner_guard = asyncio.Lock()  # the claim loop and the lease keeper both call it
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         # Keyed by lease token, not job id: an object overwritten mid-analysis re-queues the same
@@ -220,6 +228,9 @@ class Daemon:
             await self._release_all()
         finally:
             await self._pool.close()
+            if self._owner_conn is not None:
+                with contextlib.suppress(Exception):
+                    await self._owner_conn.close(timeout=5)
         log.info("daemon_stopped", exit_code=code)
         return code
 
@@ -254,6 +265,8 @@ class Daemon:
             try:
                 if self._catch_up_due:
                     await self._catch_up()
+                if free > 0:
+                    await self._hold_owner_lock()  # never hold a job the others think orphaned
                 rows = await self._claim(free) if free > 0 else []
                 if free == 0 and self._db_down_since is not None:
                     await self._pool.fetchval(queries.PING)  # no claim to tell us it is back
@@ -388,24 +401,49 @@ class Daemon:
     # -- leases -------------------------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
-        """Extend our leases, rescue dead daemons' jobs, refresh queue-depth metrics."""
+        """Hold the owner lock, extend our leases, rescue dead daemons' jobs (about once a
+        second: a daemon that died is noticed by its lock, not by its lease), refresh metrics."""
         s = self.settings
+        next_beat = 0.0
         while True:
             try:
-                await self._heartbeat()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + s.heartbeat_interval
+                    await self._heartbeat()
+                    for row in await self._pool.fetch(queries.QUEUE_DEPTH):
+                        self._metrics.queue_depth.labels(state=row["state"]).set(row["jobs"])
+                await self._hold_owner_lock()  # again at once if its connection was lost
                 rescued = await self._pool.fetchval(queries.RESCUE_EXPIRED)
                 if rescued:
                     log.warning("expired_leases_rescued", jobs=rescued)
                     self._wake.set()
-                for row in await self._pool.fetch(queries.QUEUE_DEPTH):
-                    self._metrics.queue_depth.labels(state=row["state"]).set(row["jobs"])
                 self._db_ok()
             except Exception as exc:
                 if not _transient(exc):
                     raise  # e.g. a function a bad migration dropped: stop the daemon (exit 1)
                 if self._db_failed(exc):
                     log.warning("lease_keeper_db_error", error=repr(exc))
-            await asyncio.sleep(s.heartbeat_interval)
+            await asyncio.sleep(min(s.heartbeat_interval, RESCUE_INTERVAL_S))
+
+    async def _hold_owner_lock(self) -> None:
+        """Keep a connection of our own holding the advisory lock keyed by our owner id.
+
+        The database frees the lock when this process dies (its connection ends), and any live
+        daemon's rescue then hands our running jobs back at once instead of after their lease. A
+        paused process keeps its connection, so its jobs still wait for the lease. A new
+        connection takes the lock again; if an old session of ours still holds it, that session
+        vouches for us until the server notices it is gone, and the next call retries.
+        """
+        conn = self._owner_conn
+        if conn is not None and not conn.is_closed() and self._owner_locked:
+            return
+        async with self._owner_guard:
+            conn = self._owner_conn
+            if conn is None or conn.is_closed():
+                self._owner_locked = False
+                self._owner_conn = conn = await asyncpg.connect(self._dsn, timeout=10)
+            if not self._owner_locked:
+                self._owner_locked = bool(await conn.fetchval(queries.HOLD_OWNER_LOCK, self.owner))
 
     async def _heartbeat(self) -> None:
         """Extend the leases of the jobs in flight; report those lost to another owner."""
