@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .artefacts import runs
 from .filters import block_mean, moving_mean
 
 #: a recording holds at least this many rest blocks, however short
@@ -163,12 +164,6 @@ def rest_curve(
     return np.where(np.isfinite(curve), curve, np.nan), block
 
 
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (exclusive) indices of the True runs of a boolean array."""
-    edges = np.diff(mask.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
-    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-
-
 def _run_max(x: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Maximum of ``x`` over each ``[start, end)`` (runs sorted, disjoint and non-empty)."""
     bounds = np.empty(2 * starts.size, dtype=np.int64)
@@ -213,7 +208,7 @@ def _split_valleys(
             out_s.append(s)
             out_e.append(e)
             continue
-        d_starts, d_ends = _runs(deep)
+        d_starts, d_ends = runs(deep)
         cuts = [s]
         for a, b in zip(d_starts.tolist(), d_ends.tolist(), strict=True):
             valley = a + int(np.argmin(y[a:b]))
@@ -436,7 +431,7 @@ def detect_contractions(
     if n == 0 or contrast < min_contrast:
         return result(empty, empty, enough=n == 0)
 
-    starts, ends = _runs(z > off)
+    starts, ends = runs(z > off)
     # dips below the offset level shorter than the merge gap are flicker, not a relaxation
     starts, ends = _merge(starts, ends, round(merge_gap_s * rate))
     # the runs on the coarse grid (a run covers at least one block)
@@ -498,7 +493,7 @@ def agreement(
     float or None
         1.0 for a one-to-one match, 0.0 for none; ``None`` when neither has any event.
     """
-    h_starts, h_ends = _runs(np.nan_to_num(hint) > 0)
+    h_starts, h_ends = runs(np.nan_to_num(hint) > 0)
     h_starts, h_ends = _merge(h_starts, h_ends, round(merge_gap_s * rate))
     keep = h_ends - h_starts >= max(1, round(min_duration_s * rate))
     h_starts, h_ends = h_starts[keep], h_ends[keep]

@@ -136,7 +136,8 @@ def contraction_spectra(
     lo = np.searchsorted(spectra.starts, starts, side="left")
     hi = np.searchsorted(spectra.starts, ends - spectra.nperseg, side="right")
     okf = ok.astype(np.float64)
-    count = _prefix(okf)[np.maximum(hi, lo)] - _prefix(okf)[lo]
+    ok_sum = _prefix(okf)
+    count = ok_sum[np.maximum(hi, lo)] - ok_sum[lo]
     sums = _prefix(spectra.psd * okf[:, None])
     wide = hi > lo
     psd = np.full((k, nf), np.nan)

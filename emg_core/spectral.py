@@ -82,11 +82,7 @@ def segment_spectra(
     -------
     SegmentSpectra
     """
-    n = x.size
-    nperseg = max(8, round(segment_s * rate))
-    if n < nperseg:
-        nperseg = n
-    step = max(1, nperseg - round(overlap * nperseg))
+    nperseg, step, _ = segment_grid(x.size, rate, segment_s, overlap)
     freqs = scipy.fft.rfftfreq(nperseg, 1 / rate) if nperseg else np.empty(0)
     keep = (freqs >= band[0]) & (freqs <= band[1])
     freqs = freqs[keep]

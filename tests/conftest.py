@@ -160,3 +160,21 @@ async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+def daemons(db_url: str, tmp_path: Path):
+    """Real ``emgd run`` processes on this test's database, stopped at the end."""
+    from tests.e2e_harness import Daemons
+
+    started = Daemons(db_url, tmp_path)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture
+async def patient(db: asyncpg.Connection):
+    """A patient user in this test's database."""
+    return await dbutil.make_user(db, "patient")

@@ -13,35 +13,18 @@ import signal
 import statistics
 import time
 import uuid
-from pathlib import Path
 
-import asyncpg
 import pytest
 
 from daemon.cmd_upload import upload
 from daemon.settings import load_settings
 from emg_core.synthetic import ghostly_recording
-from tests import dbutil
 from tests.e2e_harness import SLOW_TARGET, Daemons, job_of, wait_job
 
 pytestmark = pytest.mark.e2e
 
 LEASE = 30  # the default: orphan rescue must not depend on it
 BOUND_S = 10.0  # kill -9 -> the job runs again elsewhere (generous for a loaded 2-core machine)
-
-
-@pytest.fixture
-def daemons(db_url: str, tmp_path: Path):
-    started = Daemons(db_url, tmp_path)
-    try:
-        yield started
-    finally:
-        started.close()
-
-
-@pytest.fixture
-async def patient(db: asyncpg.Connection) -> uuid.UUID:
-    return await dbutil.make_user(db, "patient")
 
 
 async def put(daemons: Daemons, patient: uuid.UUID, seed: int, filename: str) -> str:

@@ -19,9 +19,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
-import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,20 +33,6 @@ from tests.e2e_harness import REPO, SLOW_TARGET, Daemons, job_of, wait_for, wait
 pytestmark = pytest.mark.e2e
 
 CHANNELS = {"CH1 Raw", "CH2 Raw"}
-
-
-@pytest.fixture
-def daemons(db_url: str, tmp_path: Path):
-    started = Daemons(db_url, tmp_path)
-    try:
-        yield started
-    finally:
-        started.close()
-
-
-@pytest.fixture
-async def patient(db: asyncpg.Connection) -> uuid.UUID:
-    return await dbutil.make_user(db, "patient")
 
 
 def recording(seed: int, duration_s: float = 6.0) -> bytes:

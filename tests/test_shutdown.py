@@ -14,7 +14,6 @@ import sys
 import textwrap
 import time
 import uuid
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -23,7 +22,7 @@ from daemon.cmd_upload import upload
 from daemon.settings import load_settings
 from emg_core.synthetic import ghostly_recording
 from tests import dbutil
-from tests.e2e_harness import REPO, Daemons, job_of, wait_for, wait_job
+from tests.e2e_harness import REPO, job_of, wait_for, wait_job
 from tests.test_download_deadline import fifo, record_object
 
 pytestmark = pytest.mark.e2e
@@ -33,15 +32,6 @@ KEY = "shutdown-test-key"
 GRACE_S = 1.0
 # the drain bound (GRACE_S) plus releasing, closing the pool and the workers, on a loaded machine
 EXIT_BOUND_S = GRACE_S + 20
-
-
-@pytest.fixture
-def daemons(db_url: str, tmp_path: Path):
-    started = Daemons(db_url, tmp_path)
-    try:
-        yield started
-    finally:
-        started.close()
 
 
 @contextlib.contextmanager
