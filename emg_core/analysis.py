@@ -16,8 +16,10 @@ import numpy as np
 
 from . import c3d as c3dmod
 from .channel import DEFAULT_UNIT, analyse_channel, prepare
+from .discovery import discover_emg
 from .errors import SignalQualityError
 from .filters import design_bandpass
+from .metadata import game_metadata, recorded_at
 from .metrics import left_right_pairs, symmetry
 from .options import AnalysisOptions
 from .results import ChannelResult, SessionResult
@@ -65,7 +67,7 @@ def analyze(
             else "<bytes>"
         )
     rec = c3dmod.read_c3d(source)
-    selection = c3dmod.discover_emg(rec, opts.include)
+    selection = discover_emg(rec, opts.include)
     rate = c3dmod.check_rate(rec, opts.lowpass_hz)
     if rec.duration_s < MIN_DURATION_S:
         raise SignalQualityError(
@@ -199,9 +201,9 @@ def analyze(
         file=name,
         analysis_version=ANALYSIS_VERSION,
         processing=processing,
-        recorded_at=c3dmod.recorded_at(rec, name),
+        recorded_at=recorded_at(rec, name),
         duration_s=float(rec.duration_s),
-        metadata=c3dmod.game_metadata(rec),
+        metadata=game_metadata(rec),
         overall_compliance=overall,
         symmetry=sym,
         channels=tuple(channels),
@@ -236,7 +238,7 @@ def channel_traces(
     """Raw signal, envelope and artefact mask of each EMG channel, as :func:`analyze` has them."""
     opts = options if options is not None else AnalysisOptions()
     rec = c3dmod.read_c3d(source)
-    selection = c3dmod.discover_emg(rec, opts.include)
+    selection = discover_emg(rec, opts.include)
     rate = c3dmod.check_rate(rec, opts.lowpass_hz)
     filt = design_bandpass(rate, opts.highpass_hz, opts.lowpass_hz, opts.filter_order)
     out = {}

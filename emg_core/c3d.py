@@ -1,4 +1,4 @@
-"""Read C3D files, validate them, find their EMG channels and the game's metadata.
+"""The C3D file format: bytes in, parameters and analog channels out, every length checked.
 
 This is a small C3D reader of our own rather than ``ezc3d``'s: it reads from bytes (the daemon
 downloads objects into memory), it is an order of magnitude faster on long recordings (the
@@ -8,23 +8,23 @@ than it holds is rejected instead of being read "successfully" with missing samp
 
 Format reference: the C3D User Guide (c3d.org), sections "The header section", "The parameter
 section" and "The 3D point and analog data section".
+
+What the channels mean is decided elsewhere: which are EMG in ``emg_core.discovery``, what the
+GHOSTLY game wrote (level, score, recording time) in ``emg_core.metadata``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import C3DFormatError, NoEmgChannelsError, SamplingRateError
-from .results import GameMetadata
 
 BLOCK = 512
 #: processor type byte in the parameter section header -> numeric byte order
@@ -307,7 +307,8 @@ def _parse_value(buf: memoryview, pos: int, end: int, endian: str, dec: bool) ->
     return arr.reshape(dims, order="F") if ndim > 1 else arr
 
 
-def _first_number(value: Any) -> float | None:
+def first_number(value: Any) -> float | None:
+    """The first value of a numeric parameter when it is finite, else ``None`` (strings too)."""
     if isinstance(value, np.ndarray) and value.size:
         v = float(value.ravel()[0])
         return v if np.isfinite(v) else None
@@ -330,14 +331,14 @@ def _open_data(
     point = params.get("POINT", {})
     analog = params.get("ANALOG", {})
 
-    n_points = _uint16(_first_number(point.get("USED")))
+    n_points = _uint16(first_number(point.get("USED")))
     n_points = header["points"] if n_points is None else n_points
-    n_analog = _uint16(_first_number(analog.get("USED")))
-    scale = _first_number(point.get("SCALE"))
+    n_analog = _uint16(first_number(analog.get("USED")))
+    scale = first_number(point.get("SCALE"))
     scale = header["scale"] if scale is None else scale
     is_float = scale is not None and scale < 0
-    point_rate = _first_number(point.get("RATE")) or header["frame_rate"]
-    analog_rate = _first_number(analog.get("RATE"))
+    point_rate = first_number(point.get("RATE")) or header["frame_rate"]
+    analog_rate = first_number(analog.get("RATE"))
 
     per_frame = header["analog_per_frame"]
     if n_analog is None:
@@ -353,7 +354,7 @@ def _open_data(
             "not a readable C3D file: it has analog channels but zero analog samples per frame"
         )
 
-    data_start = _uint16(_first_number(point.get("DATA_START"))) or header["data_start"]
+    data_start = _uint16(first_number(point.get("DATA_START"))) or header["data_start"]
     n_frames = _frame_count(header, params)
     word = 4 if is_float else 2
     frame_words = n_points * 4 + n_analog * per_frame
@@ -386,7 +387,7 @@ def _open_data(
     # within a frame, analog samples are stored sample-major: s0(ch0..chN) s1(ch0..chN) ...
     raw = frames[:, n_points * 4 :].reshape(n_frames * per_frame, n_analog)
 
-    gen_scale = _first_number(analog.get("GEN_SCALE")) or 1.0
+    gen_scale = first_number(analog.get("GEN_SCALE")) or 1.0
     ch_scale = _per_channel(analog.get("SCALE"), n_analog, 1.0) * gen_scale
     ch_offset = _per_channel(analog.get("OFFSET"), n_analog, 0.0)
     labels = _unique(_strings(analog.get("LABELS"), n_analog, "Analog {}"))
@@ -423,7 +424,7 @@ def _frame_count(header: dict[str, Any], params: dict[str, dict[str, Any]]) -> i
         first, last = join(start), join(end)
         if first is not None and last is not None and last >= first >= 0:
             return last - first + 1
-    long_frames = _first_number(params.get("POINT", {}).get("LONG_FRAMES"))
+    long_frames = first_number(params.get("POINT", {}).get("LONG_FRAMES"))
     if long_frames and long_frames > 0:
         return int(long_frames)
     counted = (
@@ -475,222 +476,6 @@ def _strings(value: Any, n: int, fallback: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-# --------------------------------------------------------------------------------------------
-# EMG channel discovery
-
-_GHOSTLY_RAW = re.compile(r"^\s*CH\s*(\d+)\s*[ _-]?\s*raw\s*$", re.IGNORECASE)
-_GHOSTLY_ACTIVATED = re.compile(r"^\s*CH\s*(\d+)\s*[ _-]?\s*activated\s*$", re.IGNORECASE)
-# "EMG" not glued to other letters: "Biceps.EMG4", "Sensor 1.IM EMG1", "EMG 3"; not "Voltage.1"
-_EMG_LABEL = re.compile(r"(?<![A-Za-z])EMG(?![A-Za-z])", re.IGNORECASE)
-_VOLT_UNITS = {"v", "mv", "uv", "µv", "μv"}
-# words naming skeletal muscles (and their usual abbreviations in lab set-ups)
-_MUSCLE = re.compile(
-    r"rectus|femoris|vast(us|\.)|semiten|semimem|biceps|triceps|tibialis|gastroc|soleus|"
-    r"glute|deltoid|delt_|trapez|trap_|pector|latissimus|erector|multifid|oblique|abdomin|"
-    r"brachi|flexor|extensor|adductor|abductor|sartorius|peroneus|fibularis|hamstring|"
-    r"quadriceps|infraspin|supraspin|subscap|rhomboid|serratus|masseter|temporalis|"
-    r"sternocleido|splenius|iliopsoas|psoas|gracilis|tensor|plantaris|popliteus|"
-    r"pronator|supinator|opponens|interosse|lumbrical|thenar|muscle",
-    re.IGNORECASE,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class EmgSelection:
-    """Which analog channels are EMG, and how they were recognised.
-
-    Attributes
-    ----------
-    indices : tuple of int
-        Analog channel indices of the EMG channels, in file order.
-    activated : mapping of int to int
-        For GHOSTLY files: EMG channel index -> index of the game's ``CHn activated`` channel.
-    method : str
-        ``"include_pattern"``, ``"ghostly"``, ``"emg_label"`` or ``"muscle_name"``.
-    """
-
-    indices: tuple[int, ...]
-    activated: Mapping[int, int]
-    method: str
-
-
-def force_plate_channels(c3d: C3DFile) -> set[int]:
-    """0-based indices of the analog channels listed under ``FORCE_PLATFORM:CHANNEL``."""
-    value = c3d.param("FORCE_PLATFORM", "CHANNEL")
-    if not isinstance(value, np.ndarray) or not value.size:
-        return set()
-    # float channel numbers can be NaN or infinite: those name no channel
-    return {int(v) - 1 for v in value.ravel() if np.isfinite(v) and 1 <= int(v) <= c3d.n_channels}
-
-
-def discover_emg(c3d: C3DFile, include: str | None = None) -> EmgSelection:
-    """Find the EMG channels of a C3D file.
-
-    Rules, first match wins:
-
-    1. ``include`` (a case-insensitive regular expression searched in each label) selects exactly
-       the channels whose label matches, whatever their unit;
-    2. GHOSTLY layout: ``CHn Raw`` channels, each paired with its ``CHn activated`` hint;
-    3. labels containing the token ``EMG`` (Vicon/Delsys ``Biceps.EMG4``, ``Sensor 1.IM EMG1``,
-       Qualisys ``EMG 1``);
-    4. channels named after a muscle whose unit is a voltage (V, mV, uV), e.g. BTS's
-       ``Left Rectus femoris`` in mV.
-
-    Channels listed under ``FORCE_PLATFORM:CHANNEL`` are never EMG in rules 2-4.
-
-    Parameters
-    ----------
-    c3d : C3DFile
-        The opened file.
-    include : str, optional
-        Regular expression that overrides the automatic rules.
-
-    Returns
-    -------
-    EmgSelection
-
-    Raises
-    ------
-    NoEmgChannelsError
-        No channel qualifies (the message lists the labels seen).
-    """
-    labels = c3d.labels
-    if include:
-        try:
-            pattern = re.compile(include, re.IGNORECASE)
-        except re.error as exc:
-            raise NoEmgChannelsError(
-                f"the EMG include pattern {include!r} is not a valid regular expression ({exc})"
-            ) from None
-        chosen = tuple(i for i, label in enumerate(labels) if pattern.search(label))
-        if not chosen:
-            raise NoEmgChannelsError(
-                f"no analog channel label matches the include pattern {include!r} "
-                f"(labels: {_label_list(labels)})"
-            )
-        return EmgSelection(chosen, {}, "include_pattern")
-
-    plates = force_plate_channels(c3d)
-    candidates = [i for i in range(len(labels)) if i not in plates]
-
-    raw = {}
-    activated = {}
-    for i in candidates:
-        if m := _GHOSTLY_RAW.match(labels[i]):
-            raw.setdefault(int(m.group(1)), i)
-        elif m := _GHOSTLY_ACTIVATED.match(labels[i]):
-            activated.setdefault(int(m.group(1)), i)
-    if raw:
-        pairs = {i: activated[n] for n, i in raw.items() if n in activated}
-        return EmgSelection(tuple(sorted(raw.values())), pairs, "ghostly")
-
-    by_label = tuple(i for i in candidates if _EMG_LABEL.search(labels[i]))
-    if by_label:
-        return EmgSelection(by_label, {}, "emg_label")
-
-    by_muscle = tuple(
-        i
-        for i in candidates
-        if _MUSCLE.search(labels[i]) and c3d.units[i].strip().lower() in _VOLT_UNITS
-    )
-    if by_muscle:
-        return EmgSelection(by_muscle, {}, "muscle_name")
-
-    raise NoEmgChannelsError(
-        f"found no EMG channel among the file's {len(labels)} analog channels "
-        f"(labels: {_label_list(labels)}); EMG channels are recognised by 'CHn Raw', an 'EMG' "
-        "token or a muscle name in a volt unit, or pass an include pattern"
-    )
-
-
-def _label_list(labels: tuple[str, ...], limit: int = 12) -> str:
-    shown = ", ".join(repr(s) for s in labels[:limit])
-    return shown + (f", ... {len(labels) - limit} more" if len(labels) > limit else "")
-
-
-# --------------------------------------------------------------------------------------------
-# metadata
-
-_NAME_TIME = re.compile(r"(\d{4})(\d{2})(\d{2})[_-](\d{2})-(\d{2})-(\d{2})")
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, list):
-        value = value[0] if value else None
-    if isinstance(value, str):
-        value = value.strip()
-        return value or None
-    number = _first_number(value)
-    if number is None:
-        return None
-    return str(int(number)) if float(number).is_integer() else str(number)
-
-
-def game_metadata(c3d: C3DFile) -> GameMetadata:
-    """What the GHOSTLY game wrote in ``INFO`` and ``SUBJECTS`` (every field optional).
-
-    Values of the wrong type are dropped rather than trusted: metadata never fails an analysis.
-    """
-    level = _first_number(c3d.param("INFO", "GAME_LEVEL"))
-    if level is None and (text := _text(c3d.param("INFO", "GAME_LEVEL"))):
-        level = _to_float(text)
-    duration = _first_number(c3d.param("INFO", "DURATION"))
-    if duration is None and (text := _text(c3d.param("INFO", "DURATION"))):
-        duration = _to_float(text)
-    score = _first_number(c3d.param("SUBJECTS", "GAME_SCORE"))
-    if score is None and (text := _text(c3d.param("SUBJECTS", "GAME_SCORE"))):
-        score = _to_float(text)
-    return GameMetadata(
-        game_name=_text(c3d.param("INFO", "GAME_NAME")),
-        game_level=int(level) if level is not None and abs(level) < 2**31 else None,
-        game_duration=duration,
-        therapist_id=_text(c3d.param("INFO", "THERAPIST_ID")),
-        player_name=_text(c3d.param("SUBJECTS", "PLAYER_NAME")),
-        game_score=score,
-    )
-
-
-def _to_float(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if np.isfinite(value) else None
-
-
-def recorded_at(c3d: C3DFile, name: str | None = None) -> datetime | None:
-    """When the recording was made, from ``INFO:TIME``, ``TRIAL:DATE``/``TIME`` or the file name.
-
-    The game writes the tablet's wall-clock time without a zone; it is returned labelled UTC so
-    that it stores unchanged in a ``timestamptz`` column.
-    """
-    info_time = c3d.param("INFO", "TIME")
-    if (
-        isinstance(info_time, np.ndarray)
-        and info_time.size >= 5
-        and (when := _datetime(*info_time.ravel()[:6])) is not None
-    ):
-        return when
-    date, time = c3d.param("TRIAL", "DATE"), c3d.param("TRIAL", "TIME")
-    if isinstance(date, np.ndarray) and date.size >= 3:
-        parts = list(date.ravel()[:3])
-        if isinstance(time, np.ndarray):
-            parts += list(time.ravel()[:3])
-        if (when := _datetime(*parts)) is not None:
-            return when
-    if name and (m := _NAME_TIME.search(os.path.basename(name))):
-        return _datetime(*(int(g) for g in m.groups()))
-    return None
-
-
-def _datetime(*parts: Any) -> datetime | None:
-    try:
-        values = [int(p) for p in parts]
-        return datetime(*values, tzinfo=UTC)  # type: ignore[misc]
-    except (ValueError, TypeError, OverflowError):
-        return None
-
-
 def check_rate(c3d: C3DFile, top_cutoff_hz: float) -> float:
     """The analog rate, validated against the band-pass filter's top cut-off.
 
@@ -714,12 +499,10 @@ def check_rate(c3d: C3DFile, top_cutoff_hz: float) -> float:
 
 
 __all__ = [
+    "BLOCK",
     "C3DFile",
-    "EmgSelection",
+    "Source",
     "check_rate",
-    "discover_emg",
-    "force_plate_channels",
-    "game_metadata",
+    "first_number",
     "read_c3d",
-    "recorded_at",
 ]

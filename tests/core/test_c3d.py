@@ -15,7 +15,9 @@ from emg_core import (
     SignalQualityError,
     analyze,
 )
-from emg_core.c3d import discover_emg, game_metadata, read_c3d, recorded_at
+from emg_core.c3d import read_c3d
+from emg_core.discovery import discover_emg
+from emg_core.metadata import game_metadata, recorded_at
 from emg_core.synthetic import c3d_bytes, ghostly_recording
 
 from .helpers import vendor_file
