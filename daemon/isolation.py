@@ -1,8 +1,10 @@
 """Run the analysis in warm worker processes, so a hostile file costs one job, never the daemon.
 
-ezc3d can segfault, hang or try to allocate gigabytes on a corrupt file, and numpy work would
-stall the event loop (heartbeats, health answers). Each job therefore runs in a separate, already
-warm worker process with a wall-clock timeout and an address-space limit.
+The C3D reader is emg_core's own and checks every length a file promises, but the analysis still
+runs native code (numpy, scipy) on whatever a file holds: an input nobody foresaw, or a bug, can
+hang it, make it allocate gigabytes or crash the interpreter. And numpy work would stall the event
+loop (heartbeats, health answers). Each job therefore runs in a separate, already warm worker
+process with a wall-clock timeout and an address-space limit.
 
 Public API
 ----------
@@ -76,7 +78,11 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 DEFAULT_TARGET = "daemon.isolation:analyze_to_dict"
-DEFAULT_PRELOAD = ("numpy", "scipy.signal", "ezc3d", "emg_core.analysis")
+# What a job runs: emg_core's analysis on numpy and scipy.signal. Imported before the first job (so
+# it pays no import time) and before the memory limit is measured (so the libraries are not charged
+# to the analysis). Not ezc3d: emg_core reads C3D itself; ezc3d only writes synthetic recordings
+# (the warm-up's among them, so a warm worker holds it all the same, for 3 MB).
+DEFAULT_PRELOAD = ("numpy", "scipy.signal", "emg_core.analysis")
 DEFAULT_WARMUP = "daemon.isolation:warm_up"
 _HEAD = struct.Struct("!QQ")  # request: header length, data length
 _LEN = struct.Struct("!Q")  # reply: pickle length
