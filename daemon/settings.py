@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     supabase_service_role_key: SecretStr | None = Field(
         None, validation_alias=_env("supabase_service_role_key", "SUPABASE_SERVICE_ROLE_KEY")
     )
+    # The service key must not cross a network in clear: plain http is refused unless the URL is
+    # loopback or this is set (a private network the operator vouches for).
+    allow_insecure_http: bool = False
     bucket: str = Field("c3d-examples", min_length=1)
     storage_timeout: float = Field(30.0, gt=0)
     # Total time one download may take, body included, retries included, on either backend: a
@@ -145,6 +148,13 @@ def _cross_check(s: Settings) -> list[str]:
             problems.append(f"{url}: required when EMGD_STORAGE_BACKEND=supabase")
         elif not s.supabase_url.startswith(("http://", "https://")):
             problems.append(f"{url}: must be an http(s) URL (got {s.supabase_url!r})")
+        else:
+            from daemon.storage import StorageError, check_storage_url
+
+            try:
+                check_storage_url(s.supabase_url, allow_insecure_http=s.allow_insecure_http)
+            except StorageError as exc:
+                problems.append(f"{url}: {exc}")
         secret = s.supabase_service_role_key
         if secret is None or not secret.get_secret_value():
             problems.append(f"{key}: required when EMGD_STORAGE_BACKEND=supabase")

@@ -3,7 +3,10 @@
 Public API
 ----------
 ``StorageBackend`` (Protocol)
-    ``async download(bucket, name) -> bytes``
+    ``async download_to(bucket, name, dest) -> Downloaded``: streams the object into the file
+        ``dest`` (created or truncated), hashing as it goes; ``Downloaded`` has ``path``, ``size``
+        and ``sha256``. Memory stays one chunk whatever the object's size.
+    ``async download(bucket, name) -> bytes``: the same, read back whole (small objects, tools).
     ``async upload(bucket, name, data, *, content_type='application/octet-stream') -> dict``
         returns Supabase-like object metadata: ``eTag`` (quoted md5), ``size``, ``mimetype``,
         ``cacheControl``, ``lastModified``, ``contentLength``, ``httpStatusCode`` — the shape
@@ -11,14 +14,27 @@ Public API
     ``async aclose()``
 Errors: ``StorageError`` (base; a plain one is permanent), ``ObjectNotFound`` (permanent: the
 object is gone), ``InvalidObjectName`` (permanent: the name is unusable or hostile),
-``StorageUnavailable`` (transient: 5xx, 429, timeouts, connection errors, rejected credentials —
-retry later). Every error's ``str`` is a readable reason fit for ``sessions.error``.
-``LocalStorage(root, *, download_timeout=120.0)``: files at ``<root>/<bucket>/<name>``; a name
-can never leave ``root``; only regular files are read (a named pipe, socket or device is refused
-at once: ``StorageError``, permanent).
-``SupabaseStorage(url, service_role_key, *, timeout=30.0, retries=3, download_timeout=120.0)``:
-storage3's async client; ``timeout`` bounds each request phase (connect, each read).
+``StorageUnavailable`` (transient: 5xx, 429, timeouts, connection errors, rejected credentials,
+a redirect to another origin — retry later), ``ObjectTooLarge`` (permanent: more than
+``max_bytes``). Every error's ``str`` is a readable reason fit for ``sessions.error``.
+``LocalStorage(root, *, download_timeout=120.0, max_bytes=None)``: files at
+``<root>/<bucket>/<name>``; a name can never leave ``root``; only regular files are read (a named
+pipe, socket or device is refused at once: ``StorageError``, permanent).
+``SupabaseStorage(url, service_role_key, *, timeout=30.0, retries=3, download_timeout=120.0,
+max_bytes=None, allow_insecure_http=False)``: downloads stream over httpx, uploads go through
+storage3's async client; ``timeout`` bounds each request phase (connect, each read). A plain
+``http://`` URL is refused (``StorageError``) unless its host is loopback or
+``allow_insecure_http`` is given: the service key would cross the network in clear.
 ``make_storage(settings) -> StorageBackend``.
+
+Size: ``max_bytes`` (``EMGD_MAX_FILE_MB``) is enforced while the bytes arrive, on both backends: a
+declared size (file size, ``Content-Length``) above it is refused before reading, and a body that
+declares nothing or lies is cut as soon as it passes the limit. Storage metadata can be missing or
+stale, so it is never the only check.
+
+Redirects: the service key goes only to ``SUPABASE_URL``'s origin. A redirect on the same origin
+is followed (a few hops at most); one to another scheme, host or port is not followed and is
+``StorageUnavailable`` naming the target's host.
 
 Deadline: every ``download`` ends within ``download_timeout`` seconds in all (connection, body,
 in-process retries), on both backends, with ``StorageUnavailable`` naming the deadline when it
@@ -39,11 +55,13 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import stat
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -52,9 +70,11 @@ if TYPE_CHECKING:
     from daemon.settings import Settings
 
 __all__ = [
+    "Downloaded",
     "InvalidObjectName",
     "LocalStorage",
     "ObjectNotFound",
+    "ObjectTooLarge",
     "StorageBackend",
     "StorageError",
     "StorageUnavailable",
@@ -80,8 +100,79 @@ class StorageUnavailable(StorageError):
     """Storage could not answer now (transient): retry later."""
 
 
+class ObjectTooLarge(StorageError):
+    """The object is larger than the daemon accepts (permanent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    """An object streamed to a file: where, how many bytes, and their sha256 (hex)."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+def _too_large(what: str, size: int, max_bytes: int, *, declared: bool) -> ObjectTooLarge:
+    seen = "is" if declared else "passed"
+    return ObjectTooLarge(
+        f"the file {seen} {size / 1e6:.1f} MB, above the {max_bytes / 1e6:.0f} MB limit"
+        f" (EMGD_MAX_FILE_MB); a recording this large is not a GHOSTLY session ({what})"
+    )
+
+
+class _Sink:
+    """The destination file of one download: writes, hashes and counts, refusing past the limit."""
+
+    def __init__(self, dest: Path, what: str, max_bytes: int | None):
+        self.dest, self.what, self.max_bytes = Path(dest), what, max_bytes
+        self.size = 0
+        self._hash = hashlib.sha256()
+        try:
+            self._fh = open(self.dest, "wb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise _local_disk(self.dest, exc) from exc
+
+    def check_declared(self, size: int | None) -> None:
+        if size is not None and self.max_bytes is not None and size > self.max_bytes:
+            raise _too_large(self.what, size, self.max_bytes, declared=True)
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            raise _too_large(self.what, self.size, self.max_bytes, declared=False)
+        self._hash.update(chunk)
+        try:
+            self._fh.write(chunk)
+        except OSError as exc:
+            raise _local_disk(self.dest, exc) from exc
+
+    def close(self) -> Downloaded:
+        try:
+            self._fh.close()
+        except OSError as exc:
+            raise _local_disk(self.dest, exc) from exc
+        return Downloaded(self.dest, self.size, self._hash.hexdigest())
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._fh.close()
+
+
+def _local_disk(dest: Path, exc: OSError) -> StorageUnavailable:
+    # The daemon's own disk (its download folder), not the object: full disks get freed.
+    return StorageUnavailable(f"cannot write the download to {dest.parent}: {exc.strerror}")
+
+
+async def _read_back(backend: StorageBackend, bucket: str, name: str) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="emgd-download-") as folder:
+        got = await backend.download_to(bucket, name, Path(folder) / "object")
+        return await asyncio.to_thread(got.path.read_bytes)
+
+
 DEFAULT_DOWNLOAD_TIMEOUT = 120.0
 _CHUNK = 1 << 20
+_MAX_REDIRECTS = 5
 
 
 def _deadline_passed(what: str, seconds: float) -> StorageUnavailable:
@@ -93,6 +184,8 @@ def _deadline_passed(what: str, seconds: float) -> StorageUnavailable:
 
 @runtime_checkable
 class StorageBackend(Protocol):
+    async def download_to(self, bucket: str, name: str, dest: Path) -> Downloaded: ...
+
     async def download(self, bucket: str, name: str) -> bytes: ...
 
     async def upload(
@@ -142,9 +235,11 @@ class LocalStorage:
         root: str | os.PathLike[str],
         *,
         download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+        max_bytes: int | None = None,
     ):
         self.root = Path(root).resolve()
         self.download_timeout = download_timeout
+        self.max_bytes = max_bytes
 
     def path_for(self, bucket: str, name: str) -> Path:
         path = self.root.joinpath(*_check_name(bucket, name)).resolve()
@@ -154,14 +249,17 @@ class LocalStorage:
         return path
 
     async def download(self, bucket: str, name: str) -> bytes:
+        return await _read_back(self, bucket, name)
+
+    async def download_to(self, bucket: str, name: str, dest: Path) -> Downloaded:
         path = self.path_for(bucket, name)
         what = f"{bucket}/{name}"
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[bytes] = loop.create_future()
+        done: asyncio.Future[Downloaded] = loop.create_future()
         stop = threading.Event()
         deadline = time.monotonic() + self.download_timeout
 
-        def settle(result: bytes | None, error: BaseException | None) -> None:
+        def settle(result: Downloaded | None, error: BaseException | None) -> None:
             if done.done():
                 return  # the caller gave up (deadline, cancellation) already
             if error is not None:
@@ -172,7 +270,7 @@ class LocalStorage:
         def read() -> None:
             result, error = None, None
             try:
-                result = _read_regular_file(path, what, deadline, stop)
+                result = _read_regular_file(path, what, deadline, stop, dest, self.max_bytes)
             except BaseException as exc:  # handed to the waiting coroutine
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
@@ -217,8 +315,15 @@ _FILE_KINDS = {
 }
 
 
-def _read_regular_file(path: Path, what: str, deadline: float, stop: threading.Event) -> bytes:
-    """The bytes of a regular file, read in chunks until ``deadline``; anything else refused.
+def _read_regular_file(
+    path: Path,
+    what: str,
+    deadline: float,
+    stop: threading.Event,
+    dest: Path,
+    max_bytes: int | None,
+) -> Downloaded:
+    """A regular file copied to ``dest`` in chunks until ``deadline``; anything else refused.
 
     Opened with O_NONBLOCK so that opening a named pipe returns at once instead of waiting for a
     writer; the type is then checked on the open descriptor (no race with a rename).
@@ -242,12 +347,18 @@ def _read_regular_file(path: Path, what: str, deadline: float, stop: threading.E
                 " always a plain file)"
             )
         os.set_blocking(fd, True)
-        chunks = []
-        while chunk := os.read(fd, _CHUNK):
-            chunks.append(chunk)
-            if stop.is_set() or time.monotonic() > deadline:
-                raise StorageUnavailable(f"reading {what} stopped at its deadline")
-        return b"".join(chunks)
+        sink = _Sink(dest, what, max_bytes)
+        try:
+            sink.check_declared(os.fstat(fd).st_size)
+            # The size is checked again as the bytes come: the file may grow while it is read.
+            while chunk := os.read(fd, _CHUNK):
+                sink.write(chunk)
+                if stop.is_set() or time.monotonic() > deadline:
+                    raise StorageUnavailable(f"reading {what} stopped at its deadline")
+            return sink.close()
+        except BaseException:
+            sink.abort()
+            raise
     except OSError as exc:
         raise StorageUnavailable(f"cannot read {what}: {exc.strerror}") from exc
     finally:
@@ -278,21 +389,26 @@ class SupabaseStorage:
         timeout: float = 30.0,
         retries: int = 3,
         download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+        max_bytes: int | None = None,
+        allow_insecure_http: bool = False,
     ):
         import httpx
         from storage3 import AsyncStorageClient
 
+        check_storage_url(url, allow_insecure_http=allow_insecure_http)
         headers = {"apikey": service_role_key, "Authorization": f"Bearer {service_role_key}"}
+        # Redirects are never followed by the client: the key must not go to another origin,
+        # so download_to follows same-origin ones itself.
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            follow_redirects=True,
+            follow_redirects=False,
         )
-        self._client = AsyncStorageClient(
-            url.rstrip("/") + "/storage/v1/", headers, http_client=self._http
-        )
+        self._base = url.rstrip("/") + "/storage/v1/"
+        self._client = AsyncStorageClient(self._base, headers, http_client=self._http)
         self._retries = max(1, retries)
         self.download_timeout = download_timeout
+        self.max_bytes = max_bytes
 
     async def _retrying(self, op, what: str):
         from tenacity import (
@@ -313,17 +429,61 @@ class SupabaseStorage:
         raise AssertionError("unreachable")
 
     async def download(self, bucket: str, name: str) -> bytes:
-        _check_name(bucket, name)
+        return await _read_back(self, bucket, name)
+
+    async def download_to(self, bucket: str, name: str, dest: Path) -> Downloaded:
+        import yarl
+
+        parts = _check_name(bucket, name)
         what = f"{bucket}/{name}"
+        url = str(yarl.URL(self._base).joinpath("object", *parts))
         # httpx's timeout is per phase (each read may take that long): a server that sends a few
         # bytes a second never trips it. This bounds the whole download, retries included.
         try:
             async with asyncio.timeout(self.download_timeout):
-                return await self._retrying(
-                    lambda: self._client.from_(bucket).download(_escape(name)), what
-                )
+                return await self._retrying(lambda: self._stream(url, what, Path(dest)), what)
         except TimeoutError:
             raise _deadline_passed(what, self.download_timeout) from None
+
+    async def _stream(self, url: str, what: str, dest: Path) -> Downloaded:
+        import httpx
+
+        origin = httpx.URL(url)
+        for _hop in range(_MAX_REDIRECTS + 1):
+            async with self._http.stream("GET", url) as response:
+                if response.is_redirect:
+                    target = origin.join(response.headers.get("location", ""))
+                    if (target.scheme, target.host, target.port) != (
+                        origin.scheme,
+                        origin.host,
+                        origin.port,
+                    ):
+                        raise StorageUnavailable(
+                            f"storage redirected {what} to another origin ({target.host});"
+                            " not followed: the service key is sent only to SUPABASE_URL"
+                        )
+                    url = str(target)
+                    continue
+                if response.status_code >= 400:
+                    raise _classify(await _api_error(response), what)
+                sink = _Sink(dest, what, self.max_bytes)
+                try:
+                    declared = response.headers.get("content-length", "")
+                    sink.check_declared(int(declared) if declared.isdigit() else None)
+                    pending = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        pending += chunk
+                        if len(pending) >= _CHUNK:
+                            # A big object is written and hashed off the loop, a chunk at a time.
+                            await asyncio.to_thread(sink.write, bytes(pending))
+                            pending.clear()
+                    if pending:
+                        sink.write(bytes(pending))
+                    return sink.close()
+                except BaseException:
+                    sink.abort()
+                    raise
+        raise StorageUnavailable(f"storage redirected {what} more than {_MAX_REDIRECTS} times")
 
     async def upload(
         self,
@@ -359,12 +519,55 @@ async def _translate(op, what: str):
         return await op()
     except StorageApiError as exc:
         raise _classify(exc, what) from exc
+    except StorageError:
+        raise
     except ValueError as exc:  # storage3 refuses dot segments itself
         raise InvalidObjectName(f"{what}: {exc}") from exc
     except httpx.TimeoutException as exc:
         raise StorageUnavailable(f"storage timed out on {what}") from exc
     except httpx.HTTPError as exc:
         raise StorageUnavailable(f"storage unreachable for {what}: {exc!r}") from exc
+
+
+async def _api_error(response: Any) -> Any:
+    """The StorageApiError storage3 would raise for this error response (body read bounded)."""
+    from storage3.exceptions import StorageApiError
+
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > 64 << 10:
+            break
+    try:
+        parsed = json.loads(bytes(body))
+        return StorageApiError(parsed["message"], parsed["error"], parsed["statusCode"])
+    except (KeyError, TypeError, ValueError):
+        text = bytes(body[:500]).decode("utf-8", "replace")
+        return StorageApiError(
+            f"Unable to parse error message: {text}", "InternalError", response.status_code
+        )
+
+
+def check_storage_url(url: str, *, allow_insecure_http: bool = False) -> None:
+    """Refuse a plain-http storage URL unless it is loopback or explicitly allowed."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "https" or allow_insecure_http:
+        return
+    host = (parts.hostname or "").lower()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost" or host.endswith(".localhost")
+    if parts.scheme == "http" and loopback:
+        return
+    raise StorageError(
+        f"SUPABASE_URL {parts.scheme}://{host} is not https: the service key would cross the"
+        " network in clear (plain http is accepted for loopback, or with"
+        " EMGD_ALLOW_INSECURE_HTTP=true)"
+    )
 
 
 def _classify(exc: Any, what: str) -> StorageError:
@@ -383,8 +586,13 @@ def _classify(exc: Any, what: str) -> StorageError:
 
 
 def make_storage(settings: Settings) -> StorageBackend:
+    max_bytes = int(settings.max_file_mb * 1_000_000)
     if settings.storage_backend == "local":
-        return LocalStorage(settings.local_storage_dir, download_timeout=settings.download_timeout)
+        return LocalStorage(
+            settings.local_storage_dir,
+            download_timeout=settings.download_timeout,
+            max_bytes=max_bytes,
+        )
     if not settings.supabase_url or settings.supabase_service_role_key is None:
         raise StorageError("supabase storage needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
     return SupabaseStorage(
@@ -392,4 +600,6 @@ def make_storage(settings: Settings) -> StorageBackend:
         settings.supabase_service_role_key.get_secret_value(),
         timeout=settings.storage_timeout,
         download_timeout=settings.download_timeout,
+        max_bytes=max_bytes,
+        allow_insecure_http=settings.allow_insecure_http,
     )

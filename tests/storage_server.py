@@ -9,6 +9,10 @@ statusCode 403; ``fail_next(n)`` makes the next n requests answer 503 (JSON) and
 makes downloads slow the way a congested link or a stuck proxy is: the status line and headers
 (with the full ``Content-Length``) come at once, then the body ``drip_bytes`` at a time with
 ``drip`` seconds between pieces, so no single read waits long but the whole never arrives in time.
+``chunked = True`` sends downloads without ``Content-Length`` (chunked transfer encoding, as a
+proxy that compresses or re-encodes does), counting what it wrote in ``sent``.
+``redirects[(bucket, name)] = url`` answers that object's download with ``302 Location: url``;
+``seen_headers`` keeps each request's headers, so a test can see who received the key.
 
 Use::
 
@@ -41,6 +45,10 @@ class StorageServer:
     delay: float = 0.0  # seconds before answering: lets tests provoke client timeouts
     drip: float = 0.0  # seconds between pieces of a download's body (0: all at once)
     drip_bytes: int = 16
+    chunked: bool = False
+    sent: int = 0
+    redirects: dict[tuple[str, str], str] = field(default_factory=dict)
+    seen_headers: list[dict[str, str]] = field(default_factory=list)
     _failures: list[tuple[int, str | None]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     port: int = 0
@@ -55,6 +63,7 @@ class StorageServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         bucket, name = request.match_info["bucket"], request.match_info["name"]
         self.requests.append((request.method, bucket, name))
+        self.seen_headers.append(dict(request.headers))
         if self.delay:
             await asyncio.sleep(self.delay)
         if self._failures:
@@ -68,11 +77,15 @@ class StorageServer:
         ):
             return _error(400, "403", "Unauthorized", "invalid signature")
         if request.method == "GET":
+            if (bucket, name) in self.redirects:
+                raise web.HTTPFound(self.redirects[(bucket, name)])
             data = self.objects.get((bucket, name))
             if data is None:
                 return _error(400, "404", "not_found", "Object not found")
             if self.drip:
                 return await self._drip(request, data)
+            if self.chunked:
+                return await self._chunked(request, data)
             return web.Response(body=data, content_type="application/octet-stream")
         upsert = request.headers.get("x-upsert") == "true" or request.method == "PUT"
         if (bucket, name) in self.objects and not upsert:
@@ -94,6 +107,20 @@ class StorageServer:
             await response.write_eof()
         except ConnectionError:
             pass  # the client gave up: nothing more to send
+        return response
+
+    async def _chunked(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            for at in range(0, len(data), 64 << 10):
+                piece = data[at : at + (64 << 10)]
+                await response.write(piece)
+                self.sent += len(piece)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client stopped reading: nothing more to send
         return response
 
     async def start(self, port: int = 0) -> StorageServer:
