@@ -15,9 +15,11 @@ warmup=None)``
     ignored; default: one small synthetic analysis when ``target`` is the default, so the first
     real job does not pay for lazy imports and caches); raises ``PoolError`` if a worker cannot
     start.
-    ``async analyse(data: bytes, *, name: str, options: dict) -> dict``: runs
+    ``async analyse(source: bytes | PathLike, *, name: str, options: dict) -> dict``: runs
     ``target(data, name, options)`` in an idle worker (waiting for one if all are busy) and
-    returns its dict (``SessionResult.to_dict()``). Raises:
+    returns its dict (``SessionResult.to_dict()``). Given a path, the worker reads the file
+    itself: the daemon hands over a downloaded object without ever holding its bytes (its memory
+    stays flat whatever the file sizes; the bytes count against the worker's limit). Raises:
       ``AnalysisRejected(reason)``  permanent: the target raised an ``EmgError`` (``.code`` is the
                                      error's code, the reason its sentence) or an unexpected
                                      exception (``.code`` = ``internal_error``; the reason names
@@ -302,7 +304,9 @@ class AnalysisPool:
 
     # -- jobs
 
-    async def analyse(self, data: bytes, *, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    async def analyse(
+        self, data: bytes | os.PathLike[str], *, name: str, options: dict[str, Any]
+    ) -> dict[str, Any]:
         worker = await self._acquire()
         self.jobs += 1
         keep = False
@@ -343,10 +347,11 @@ class AnalysisPool:
         return getter.result()
 
     async def _run(
-        self, worker: _Worker, data: bytes, name: str, options: dict[str, Any]
+        self, worker: _Worker, source: bytes | os.PathLike[str], name: str, options: dict[str, Any]
     ) -> dict[str, Any]:
         """One job on one worker; raises AnalysisError subclasses."""
-        header = pickle.dumps((name, options), protocol=pickle.HIGHEST_PROTOCOL)
+        path, data = (None, source) if isinstance(source, bytes) else (os.fspath(source), b"")
+        header = pickle.dumps((name, options, path), protocol=pickle.HIGHEST_PROTOCOL)
         stdin = worker.proc.stdin
         assert stdin is not None
         try:
@@ -472,9 +477,12 @@ def _child_main() -> None:
         if len(head) < _HEAD.size:
             return  # parent closed the pipe: shut down
         hlen, dlen = _HEAD.unpack(head)
-        name, options = pickle.loads(inp.read(hlen))
+        name, options, path = pickle.loads(inp.read(hlen))
         data = inp.read(dlen)
         try:
+            if path is not None:
+                with open(path, "rb") as fh:
+                    data = fh.read()
             send("ok", func(data, name, options))
         except MemoryError as exc:
             del data

@@ -303,3 +303,30 @@ async def test_warm_up_runs_before_the_first_job_and_may_fail_harmlessly(warmup,
         assert (await p.analyse(b"x", name="x", options={}))["warmed"] is warmed
     finally:
         await p.close()
+
+
+async def test_a_path_is_read_by_the_worker_not_the_daemon(one, tmp_path):
+    data = os.urandom(3 << 20)
+    (tmp_path / "obj").write_bytes(data)
+    result = await one.analyse(tmp_path / "obj", name="p/a.c3d", options={"do": "echo"})
+    assert result["data"] == data
+    # a file that vanished before the worker read it costs that job only
+    with pytest.raises(AnalysisRejected, match="FileNotFoundError"):
+        await one.analyse(tmp_path / "gone", name="p/b.c3d", options={"do": "works"})
+    assert (await one.analyse(b"x", name="x", options={"do": "works"}))["size"] == 1
+
+
+async def test_a_file_beyond_the_worker_memory_limit_costs_one_job(tmp_path):
+    """The bytes of a path count against the worker's limit (EMGD_JOB_MEMORY_MB), not the
+    daemon's memory: a file larger than the limit is a crash of that worker, replaced."""
+    big = tmp_path / "big"
+    with open(big, "wb") as fh:
+        fh.truncate(400 << 20)  # sparse: no disk used, 400 MB to read
+    p = pool(1, memory_mb=128, timeout_s=30)
+    await p.start()
+    try:
+        with pytest.raises(WorkerCrashed, match=r"memory limit \(128 MB\)"):
+            await p.analyse(big, name="p/big.c3d", options={"do": "works"})
+        assert (await p.analyse(b"x", name="x", options={"do": "works"}))["size"] == 1
+    finally:
+        await p.close()
