@@ -330,7 +330,38 @@ async def overwrite_p_object(conn, ids):
     return affected(status) == 1
 
 
+async def upsert_over_p_object(conn, ids):
+    """An upload with ``upsert: true`` onto an existing name, as Storage's permission test runs
+    it: INSERT ... ON CONFLICT DO UPDATE."""
+    object_id = await conn.fetchval(
+        OBJECT_SQL + " on conflict (bucket_id, name) do update set version = excluded.version"
+        " returning id",
+        BUCKET,
+        f"{ids['P']}/p.c3d",
+        json.dumps({"size": 3}),
+    )
+    return object_id is not None
+
+
+def move_p_object(to: str):
+    async def op(conn, ids):
+        folder = {"own": ids["P"], "other": ids["Q"]}[to]
+        status = await conn.execute(
+            "update storage.objects set name = $3, version = gen_random_uuid()::text"
+            " where bucket_id = $1 and name = $2",
+            BUCKET,
+            f"{ids['P']}/p.c3d",
+            f"{folder}/moved.c3d",
+        )
+        return affected(status) == 1
+
+    return op
+
+
 async def delete_p_object(conn, ids):
+    # Storage's own requests may delete rows (its scope sets storage.allow_delete_query); RLS
+    # decides whose.
+    await conn.execute("select set_config('storage.allow_delete_query', 'true', true)")
     status = await conn.execute(
         "delete from storage.objects where bucket_id = $1 and name = $2",
         BUCKET,
@@ -340,13 +371,19 @@ async def delete_p_object(conn, ids):
 
 
 P_FOLDER = {"patient", "therapist_assigned", "admin", "service_role"}
+# Therapists add recordings for their active patients but never replace one: the replacement
+# would replace the patient's results.
+P_OWNER = {"patient", "admin", "service_role"}
 STORAGE_ALLOWED = {
     "upload_to_patient_folder": (upload(BUCKET, "own"), P_FOLDER),
     "upload_to_non_uuid_folder": (upload(BUCKET, "bad"), ADMINS),
     "upload_to_bucket_root": (upload(BUCKET, "none"), ADMINS),
     "upload_to_other_bucket": (upload("avatars", "own"), SERVICE),
     "read_patient_object": (read_p_object, P_FOLDER),
-    "overwrite_patient_object": (overwrite_p_object, P_FOLDER),
+    "overwrite_patient_object": (overwrite_p_object, P_OWNER),
+    "upsert_over_patient_object": (upsert_over_p_object, P_OWNER),
+    "move_within_patient_folder": (move_p_object("own"), P_OWNER),
+    "move_to_other_patient_folder": (move_p_object("other"), ADMINS),
     "delete_patient_object": (delete_p_object, ADMINS),
 }
 
@@ -371,3 +408,109 @@ async def test_policy_count_is_at_least_eighteen(world):
         await conn.close()
     assert public >= 18
     assert tables and all(t["relrowsecurity"] for t in tables), tables
+
+
+# --- what errors and functions give away --------------------------------------------------------
+
+
+async def refusal(world: World, actor: str, sql: str, *args: Any) -> tuple[str, str]:
+    """(SQLSTATE, message) of ``sql`` run as ``actor``; fails the test when it is allowed."""
+    ids = world.ids
+    conn = await connect(world.url)
+    try:
+        async with rolled_back(conn), as_user(conn, ids[ACTOR_USER[actor]]):
+            await conn.execute(sql, *args)
+    except asyncpg.PostgresError as exc:
+        return exc.sqlstate, str(exc)
+    finally:
+        await conn.close()
+    raise AssertionError(f"{actor} was allowed: {sql}")
+
+
+@pytest.mark.parametrize("actor", ["patient", "therapist_assigned", "therapist_unassigned"])
+async def test_a_forged_assignment_reveals_nothing_about_other_users(world, actor):
+    """Naming an admin, a therapist, a patient or nobody as the therapist gets the same answer:
+    the refusal says nothing about who exists or which role they have."""
+    ids = world.ids
+    sql = "insert into public.therapist_patients (therapist_id, patient_id) values ($1, $2)"
+    answers = {
+        named: await refusal(world, actor, sql, therapist, ids["Q"])
+        for named, therapist in [
+            ("admin", ids["A"]),
+            ("therapist", ids["U"]),
+            ("patient", ids["P"]),
+            ("nobody", uuid.uuid4()),
+        ]
+    }
+    assert len(set(answers.values())) == 1, answers
+    state, message = answers["admin"]
+    assert state == "42501"
+    assert "admin" not in message and "role" not in message and str(ids["A"]) not in message
+
+
+async def test_admins_still_get_the_reason_for_a_wrong_assignment(world):
+    state, message = await refusal(
+        world,
+        "admin",
+        "insert into public.therapist_patients (therapist_id, patient_id) values ($1, $2)",
+        world.ids["A"],
+        world.ids["Q"],
+    )
+    assert state == "23514" and "must be a user with role therapist" in message
+
+
+@pytest.mark.parametrize("actor", ["anon", "patient", "admin"])
+async def test_api_roles_cannot_move_sequences(world, actor):
+    conn = await connect(world.url)
+    try:
+        sequences = await conn.fetch(
+            "select format('%I.%I', schemaname, sequencename) as name from pg_sequences"
+            " where schemaname = 'public'"
+        )
+    finally:
+        await conn.close()
+    assert sequences
+    for seq in sequences:
+
+        async def setval(conn, ids, name=seq["name"]):
+            await conn.fetchval("select setval($1::regclass, 9223372036854775000)", name)
+            return True
+
+        assert await attempt(world, actor, setval) is False, seq["name"]
+
+
+async def test_no_definer_function_is_an_rpc(world):
+    """PostgREST exposes the functions of `public`: none of them may run with its owner's rights
+    for an API role (Supabase's advisor: security definer function executable)."""
+    conn = await connect(world.url)
+    try:
+        exposed = await conn.fetch(
+            "select p.oid::regprocedure::text as fn, r.rolname from pg_proc p"
+            " join pg_namespace n on n.oid = p.pronamespace"
+            " cross join (values ('anon'), ('authenticated')) as r(rolname)"
+            " where n.nspname = 'public' and p.prosecdef"
+            "   and has_function_privilege(r.rolname, p.oid, 'execute')"
+        )
+        helpers = await conn.fetchval(
+            "select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
+            " where n.nspname = 'emgd_private' and p.prosecdef"
+        )
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in exposed] == []
+    assert helpers >= 4
+
+
+async def test_the_bucket_refuses_what_cannot_be_a_recording(world):
+    conn = await connect(world.url)
+    try:
+        bucket = await conn.fetchrow(
+            "select public, file_size_limit, allowed_mime_types from storage.buckets where id = $1",
+            BUCKET,
+        )
+    finally:
+        await conn.close()
+    assert bucket["public"] is False
+    assert 0 < bucket["file_size_limit"] <= 512 * 1024 * 1024
+    assert "application/octet-stream" in bucket["allowed_mime_types"]
+    assert not any(m.startswith(("image/", "text/", "*")) for m in bucket["allowed_mime_types"])
