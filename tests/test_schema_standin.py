@@ -69,3 +69,35 @@ async def test_one_object_per_bucket_and_name(db):
     await upload_object(db, BUCKET, "x/one.c3d", role="service_role")
     with pytest.raises(asyncpg.UniqueViolationError):
         await upload_object(db, BUCKET, "x/one.c3d", role="service_role")
+
+
+async def test_sql_deletes_of_storage_rows_are_refused_as_supabase_refuses_them(db):
+    """Storage migration 0055: only the Storage API (whose requests set
+    storage.allow_delete_query) may delete objects or buckets."""
+    await upload_object(db, BUCKET, "x/gone.c3d", role="service_role")
+    for table in ("storage.objects", "storage.buckets"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="Use the Storage API"):
+            await db.execute(f"delete from {table} where false")
+    async with db.transaction():
+        await db.execute("select set_config('storage.allow_delete_query', 'true', true)")
+        assert await db.execute("delete from storage.objects where name = 'x/gone.c3d'") == (
+            "DELETE 1"
+        )
+
+
+async def test_storage_tables_have_the_current_release_s_columns(db):
+    bucket = await db.fetchrow(
+        "select type::text, versioning_status from storage.buckets where id = $1", BUCKET
+    )
+    assert tuple(bucket) == ("STANDARD", "DISABLED")
+    obj = await upload_object(db, BUCKET, "x/cols.c3d", role="service_role")
+    row = await db.fetchrow(
+        "select archived_at, is_delete_marker, is_versioned from storage.objects where id = $1",
+        obj["id"],
+    )
+    assert tuple(row) == (None, False, False)
+    # versioning is not switched on anywhere yet ("dark" in the release)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db.execute(
+            "update storage.buckets set versioning_status = 'ENABLED' where id = $1", BUCKET
+        )

@@ -43,9 +43,21 @@ grant usage on schema public, auth, storage to anon, authenticated, service_role
 
 -- Supabase grants the API roles everything on objects created in public and storage and relies
 -- on RLS alone; doing the same here keeps local RLS tests as strict as the real thing.
-alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
-alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
-alter default privileges in schema public grant all on functions to anon, authenticated, service_role;
+-- Once per database, as Supabase does at project creation: a migration that revokes some of it
+-- must not see it granted again by the next `emgd migrate`.
+do $$
+begin
+    if not exists (select 1 from pg_catalog.pg_default_acl
+                   where defaclnamespace = 'public'::regnamespace) then
+        alter default privileges in schema public
+            grant all on tables to anon, authenticated, service_role;
+        alter default privileges in schema public
+            grant all on sequences to anon, authenticated, service_role;
+        alter default privileges in schema public
+            grant all on functions to anon, authenticated, service_role;
+    end if;
+end
+$$;
 
 create table if not exists auth.users (
     instance_id uuid,
@@ -185,6 +197,62 @@ begin
         $f$;
         create trigger update_objects_updated_at before update on storage.objects
             for each row execute function storage.update_updated_at_column();
+    end if;
+end
+$$;
+
+-- What the current Storage release (tenant migrations 0038, 0055, 0062) adds to those tables,
+-- added here to a stand-in built by an older emgd as well; never to a real project's tables.
+do $$
+begin
+    if not exists (select 1 from pg_catalog.pg_type t join pg_catalog.pg_namespace n
+                   on n.oid = t.typnamespace where n.nspname = 'storage' and t.typname = 'buckettype')
+    then
+        create type storage.buckettype as enum ('STANDARD', 'ANALYTICS', 'VECTOR');
+    end if;
+    if not exists (select 1 from information_schema.columns
+                   where table_schema = 'storage' and table_name = 'buckets'
+                     and column_name = 'versioning_status') then
+        alter table storage.buckets
+            add column type storage.buckettype not null default 'STANDARD',
+            add column versioning_status text not null default 'DISABLED',
+            add constraint buckets_versioning_status_check
+                check (versioning_status in ('DISABLED', 'ENABLED', 'SUSPENDED')),
+            add constraint buckets_versioning_standard_only_check
+                check (type = 'STANDARD' or versioning_status = 'DISABLED'),
+            add constraint buckets_versioning_dark_check check (versioning_status = 'DISABLED');
+    end if;
+    if not exists (select 1 from information_schema.columns
+                   where table_schema = 'storage' and table_name = 'objects'
+                     and column_name = 'is_delete_marker') then
+        alter table storage.objects
+            add column archived_at timestamptz,
+            add column is_delete_marker boolean not null default false,
+            add column is_versioned boolean not null default false;
+    end if;
+
+    -- Storage migration 0055: rows leave storage.buckets and storage.objects only through the
+    -- Storage API, whose requests set storage.allow_delete_query; a plain SQL DELETE (which would
+    -- orphan the stored bytes) is refused.
+    if not exists (select 1 from pg_catalog.pg_trigger
+                   where tgrelid = 'storage.objects'::regclass
+                     and tgname = 'protect_objects_delete') then
+        create or replace function storage.protect_delete() returns trigger
+            language plpgsql
+        as $f$
+        begin
+            if coalesce(current_setting('storage.allow_delete_query', true), 'false') != 'true' then
+                raise exception 'Direct deletion from storage tables is not allowed. Use the Storage API instead.'
+                    using hint = 'This prevents accidental data loss from orphaned objects.',
+                          errcode = '42501';
+            end if;
+            return null;
+        end;
+        $f$;
+        create trigger protect_buckets_delete before delete on storage.buckets
+            for each statement execute function storage.protect_delete();
+        create trigger protect_objects_delete before delete on storage.objects
+            for each statement execute function storage.protect_delete();
     end if;
 end
 $$;
