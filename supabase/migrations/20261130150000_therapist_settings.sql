@@ -262,7 +262,7 @@ declare
     s public.sessions;
 begin
     select * into s from public.sessions where id = p_session_id;
-    if s.id is null or not (public.is_admin() or public.is_therapist_of(s.patient_id)) then
+    if s.id is null or not (emgd_private.is_admin() or emgd_private.is_therapist_of(s.patient_id)) then
         -- the same answer for a session that does not exist and one the caller may not see
         raise exception 'set_mvc_reference: no session % that you treat', p_session_id
             using errcode = 'insufficient_privilege';
@@ -591,18 +591,19 @@ grant select on public.session_scores, public.patient_adherence, public.patient_
 grant all on public.patient_emg_settings, public.session_inputs, public.scoring_configuration,
     public.session_scores, public.patient_adherence, public.patient_progress to service_role;
 
--- May the current user change this patient's clinical data? (active therapist, admin)
-create function public.can_treat_patient(patient_id uuid) returns boolean
+-- May the current user change this patient's clinical data? (active therapist, admin) A policy
+-- helper, so it lives beside the others, out of the API's reach.
+create function emgd_private.can_treat_patient(patient_id uuid) returns boolean
     language sql
     stable
     security definer
     set search_path = ''
 as $$
-    select public.is_admin() or (can_treat_patient.patient_id is not null
-                                 and public.is_therapist_of(can_treat_patient.patient_id))
+    select emgd_private.is_admin() or (can_treat_patient.patient_id is not null
+                                 and emgd_private.is_therapist_of(can_treat_patient.patient_id))
 $$;
-revoke all on function public.can_treat_patient(uuid) from public, anon;
-grant execute on function public.can_treat_patient(uuid) to authenticated, service_role;
+revoke all on function emgd_private.can_treat_patient(uuid) from public, anon;
+grant execute on function emgd_private.can_treat_patient(uuid) to authenticated, service_role;
 
 alter table public.patient_emg_settings enable row level security;
 alter table public.session_inputs enable row level security;
@@ -612,59 +613,59 @@ alter table public.scoring_configuration enable row level security;
 -- data) and written by admins; a patient's rows by that patient (read) and their care team.
 create policy patient_emg_settings_select on public.patient_emg_settings
     for select to authenticated
-    using (patient_id is null or public.can_read_patient(patient_id));
+    using (patient_id is null or emgd_private.can_read_patient(patient_id));
 create policy patient_emg_settings_insert on public.patient_emg_settings
     for insert to authenticated
-    with check (case when patient_id is null then public.is_admin()
-                     else public.can_treat_patient(patient_id) end);
+    with check (case when patient_id is null then emgd_private.is_admin()
+                     else emgd_private.can_treat_patient(patient_id) end);
 create policy patient_emg_settings_update on public.patient_emg_settings
     for update to authenticated
-    using (case when patient_id is null then public.is_admin()
-                else public.can_treat_patient(patient_id) end)
-    with check (case when patient_id is null then public.is_admin()
-                     else public.can_treat_patient(patient_id) end);
+    using (case when patient_id is null then emgd_private.is_admin()
+                else emgd_private.can_treat_patient(patient_id) end)
+    with check (case when patient_id is null then emgd_private.is_admin()
+                     else emgd_private.can_treat_patient(patient_id) end);
 create policy patient_emg_settings_delete on public.patient_emg_settings
     for delete to authenticated
-    using (patient_id is not null and public.can_treat_patient(patient_id)
-           or patient_id is null and public.is_admin() and channel is not null);
+    using (patient_id is not null and emgd_private.can_treat_patient(patient_id)
+           or patient_id is null and emgd_private.is_admin() and channel is not null);
 
 -- session_inputs: through the session's patient
 create policy session_inputs_select on public.session_inputs
     for select to authenticated
     using (exists (select 1 from public.sessions s
-                   where s.id = session_id and public.can_read_patient(s.patient_id)));
+                   where s.id = session_id and emgd_private.can_read_patient(s.patient_id)));
 create policy session_inputs_insert on public.session_inputs
     for insert to authenticated
     with check (exists (select 1 from public.sessions s
-                        where s.id = session_id and public.can_treat_patient(s.patient_id)));
+                        where s.id = session_id and emgd_private.can_treat_patient(s.patient_id)));
 create policy session_inputs_update on public.session_inputs
     for update to authenticated
     using (exists (select 1 from public.sessions s
-                   where s.id = session_id and public.can_treat_patient(s.patient_id)))
+                   where s.id = session_id and emgd_private.can_treat_patient(s.patient_id)))
     with check (exists (select 1 from public.sessions s
-                        where s.id = session_id and public.can_treat_patient(s.patient_id)));
+                        where s.id = session_id and emgd_private.can_treat_patient(s.patient_id)));
 create policy session_inputs_delete on public.session_inputs
     for delete to authenticated
     using (exists (select 1 from public.sessions s
-                   where s.id = session_id and public.can_treat_patient(s.patient_id)));
+                   where s.id = session_id and emgd_private.can_treat_patient(s.patient_id)));
 
 -- scoring_configuration: like the settings
 create policy scoring_configuration_select on public.scoring_configuration
     for select to authenticated
-    using (patient_id is null or public.can_read_patient(patient_id));
+    using (patient_id is null or emgd_private.can_read_patient(patient_id));
 create policy scoring_configuration_insert on public.scoring_configuration
     for insert to authenticated
-    with check (case when patient_id is null then public.is_admin()
-                     else public.can_treat_patient(patient_id) end);
+    with check (case when patient_id is null then emgd_private.is_admin()
+                     else emgd_private.can_treat_patient(patient_id) end);
 create policy scoring_configuration_update on public.scoring_configuration
     for update to authenticated
-    using (case when patient_id is null then public.is_admin()
-                else public.can_treat_patient(patient_id) end)
-    with check (case when patient_id is null then public.is_admin()
-                     else public.can_treat_patient(patient_id) end);
+    using (case when patient_id is null then emgd_private.is_admin()
+                else emgd_private.can_treat_patient(patient_id) end)
+    with check (case when patient_id is null then emgd_private.is_admin()
+                     else emgd_private.can_treat_patient(patient_id) end);
 create policy scoring_configuration_delete on public.scoring_configuration
     for delete to authenticated
-    using (patient_id is not null and public.can_treat_patient(patient_id));
+    using (patient_id is not null and emgd_private.can_treat_patient(patient_id));
 
 -- The daemon's view of the options; the queue functions stay private.
 revoke all on function emgd.requeue_patient(uuid, uuid), emgd.analysis_options(uuid),
