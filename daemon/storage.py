@@ -14,9 +14,11 @@ Public API
     ``async aclose()``
 Errors: ``StorageError`` (base; a plain one is permanent), ``ObjectNotFound`` (permanent: the
 object is gone), ``InvalidObjectName`` (permanent: the name is unusable or hostile),
-``StorageUnavailable`` (transient: 5xx, 429, timeouts, connection errors, rejected credentials,
-a redirect to another origin — retry later), ``ObjectTooLarge`` (permanent: more than
-``max_bytes``). Every error's ``str`` is a readable reason fit for ``sessions.error``.
+``StorageUnavailable`` (transient: 5xx, 429, timeouts, connection errors, a redirect to another
+origin — retry later), ``StorageNotConfigured`` (a ``StorageUnavailable``: Storage answered as it
+answers a wrong key or a missing bucket — a configuration error, not the object's fault),
+``ObjectTooLarge`` (permanent: more than ``max_bytes``). Every error's ``str`` is a readable
+reason fit for ``sessions.error``.
 ``LocalStorage(root, *, download_timeout=120.0, max_bytes=None)``: files at
 ``<root>/<bucket>/<name>``; a name can never leave ``root``; only regular files are read (a named
 pipe, socket or device is refused at once: ``StorageError``, permanent).
@@ -25,7 +27,16 @@ max_bytes=None, allow_insecure_http=False)``: downloads stream over httpx, uploa
 storage3's async client; ``timeout`` bounds each request phase (connect, each read). A plain
 ``http://`` URL is refused (``StorageError``) unless its host is loopback or
 ``allow_insecure_http`` is given: the service key would cross the network in clear.
+``async check_credentials(bucket)``: ``None`` when the key is accepted and the bucket exists,
+else ``StorageNotConfigured`` saying which (``LocalStorage``: always ``None``).
 ``make_storage(settings) -> StorageBackend``.
+
+Credentials: real Storage serves a request whose key does not verify as anon, and a download from
+a private bucket as anon answers "Bucket not found" (HTTP 400, statusCode 404, code NoSuchBucket),
+the same as a missing bucket; a valid key of another role (anon) does too. Such an answer is
+``StorageNotConfigured``, never "object not found". ``check_credentials`` asks the bucket route,
+which refuses a bad key outright (statusCode 403, AccessDenied), to tell a rejected key from a
+missing bucket.
 
 Size: ``max_bytes`` (``EMGD_MAX_FILE_MB``) is enforced while the bytes arrive, on both backends: a
 declared size (file size, ``Content-Length``) above it is refused before reading, and a body that
@@ -65,6 +76,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from daemon.settings import Settings
@@ -77,6 +89,7 @@ __all__ = [
     "ObjectTooLarge",
     "StorageBackend",
     "StorageError",
+    "StorageNotConfigured",
     "StorageUnavailable",
     "SupabaseStorage",
     "make_storage",
@@ -98,6 +111,11 @@ class InvalidObjectName(StorageError):
 
 class StorageUnavailable(StorageError):
     """Storage could not answer now (transient): retry later."""
+
+
+class StorageNotConfigured(StorageUnavailable):
+    """Storage rejects our credentials, or the bucket does not exist: nothing any one job can fix,
+    so jobs wait until ``check_credentials`` passes again."""
 
 
 class ObjectTooLarge(StorageError):
@@ -191,6 +209,8 @@ class StorageBackend(Protocol):
     async def upload(
         self, bucket: str, name: str, data: bytes, *, content_type: str = ...
     ) -> dict[str, Any]: ...
+
+    async def check_credentials(self, bucket: str) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -302,6 +322,9 @@ class LocalStorage:
                 raise InvalidObjectName(f"cannot store {name!r}: {exc.strerror}") from None
             raise StorageUnavailable(f"cannot write {bucket}/{name}: {exc.strerror}") from exc
         return object_metadata(data, content_type)
+
+    async def check_credentials(self, bucket: str) -> None:
+        return None  # a folder has no credentials; a missing bucket folder is a missing object
 
     async def aclose(self) -> None:
         return None
@@ -501,6 +524,36 @@ class SupabaseStorage:
         )
         return object_metadata(data, content_type)
 
+    async def check_credentials(self, bucket: str) -> None:
+        """Does Storage accept the service key, and does ``bucket`` exist? ``StorageNotConfigured``
+        names SUPABASE_SERVICE_ROLE_KEY or the bucket when not; ``StorageUnavailable`` when
+        Storage cannot answer at all."""
+        import httpx
+
+        try:
+            response = await self._http.get(self._base + "bucket/" + quote(bucket, safe=""))
+        except httpx.TimeoutException as exc:
+            raise StorageUnavailable("storage timed out checking the credentials") from exc
+        except httpx.HTTPError as exc:
+            raise StorageUnavailable(
+                f"storage unreachable checking the credentials: {exc!r}"
+            ) from exc
+        if response.status_code == 200:
+            return None
+        error = await _api_error(response)
+        status = _status_of(error)
+        if status in (401, 403):
+            raise StorageNotConfigured(
+                "Supabase Storage rejects SUPABASE_SERVICE_ROLE_KEY"
+                f" (statusCode {status}: {_message_of(error)}); set the project's service-role key"
+            )
+        if status == 404:
+            raise StorageNotConfigured(
+                f"Supabase Storage has no bucket {bucket!r} visible to SUPABASE_SERVICE_ROLE_KEY:"
+                " the bucket is missing, or the key is not the service-role key"
+            )
+        raise _classify(error, f"bucket {bucket}")
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -570,16 +623,32 @@ def check_storage_url(url: str, *, allow_insecure_http: bool = False) -> None:
     )
 
 
-def _classify(exc: Any, what: str) -> StorageError:
+def _status_of(exc: Any) -> int:
     # Supabase reports most failures as HTTP 400 with the real status in the body's statusCode.
     try:
-        status = int(str(exc.status))
+        return int(str(exc.status))
     except ValueError:
-        status = 0
+        return 0
+
+
+def _message_of(exc: Any) -> str:
+    return str(getattr(exc, "message", "") or exc)
+
+
+def _classify(exc: Any, what: str) -> StorageError:
+    status = _status_of(exc)
     code = str(getattr(exc, "code", "") or "")
-    message = str(getattr(exc, "message", "") or exc)
+    message = _message_of(exc)
+    if code.lower() in ("bucket not found", "nosuchbucket") or status in (401, 403):
+        # Also what a rejected key gets (served as anon): never blame the object for it.
+        return StorageNotConfigured(
+            f"storage answered {message!r} for {what}: SUPABASE_SERVICE_ROLE_KEY is rejected or"
+            " the bucket does not exist"
+        )
     if status == 404 or code.lower() in ("not_found", "nosuchkey"):
         return ObjectNotFound(f"object not found: {what}")
+    if status == 400 and code.lower() == "invalidkey":
+        return InvalidObjectName(f"storage refuses the object name of {what}: {message}")
     if status >= 500 or status in (401, 403, 408, 429) or status == 0:
         return StorageUnavailable(f"storage error {status} on {what}: {message}")
     return StorageError(f"storage refused {what} (HTTP {status} {code}): {message}")

@@ -2,13 +2,20 @@
 
 It serves ``GET /storage/v1/object/<bucket>/<path>`` (download) and ``POST|PUT`` on the same path
 (multipart upload, as storage3 sends it), checks ``apikey`` and ``Authorization: Bearer``, and
-answers errors in Supabase's shapes: a missing object is HTTP 400 with
-``{"statusCode":"404","error":"not_found","message":"Object not found"}``; a bad key is 400 with
-statusCode 403; ``fail_next(n)`` makes the next n requests answer 503 (JSON) and
-``fail_next(n, status=502, body="bad gateway")`` a plain-text gateway error. ``drip = seconds``
-makes downloads slow the way a congested link or a stuck proxy is: the status line and headers
-(with the full ``Content-Length``) come at once, then the body ``drip_bytes`` at a time with
-``drip`` seconds between pieces, so no single read waits long but the whole never arrives in time.
+answers as the current Supabase Storage server does (checked against its source): errors are
+HTTP 400 with the real status inside the JSON body. A missing object is
+``{"statusCode":"404","code":"NoSuchKey","error":"not_found","message":"Object not found"}``. A
+wrong, expired or garbage key makes the caller anon: a download from a private bucket then answers
+``{"statusCode":"404","code":"NoSuchBucket","error":"Bucket not found",...}`` (exactly what a
+missing bucket answers), an upload ``{"statusCode":"403","code":"AccessDenied","error":
+"Unauthorized",...}``. Object keys must match Storage's ``VALID_OBJECT_KEY``; an upload under any
+other key is ``{"statusCode":"400","code":"InvalidKey",...}``. ``GET /storage/v1/bucket/<id>``
+returns the bucket (the daemon's credential check). ``fail_next(n)`` makes the next n requests
+answer 503 (JSON) and ``fail_next(n, status=502, body="bad gateway")`` a plain-text gateway
+error. ``drip = seconds`` makes downloads slow the way a congested link or a stuck proxy is: the
+status line and headers (with the full ``Content-Length``) come at once, then the body
+``drip_bytes`` at a time with ``drip`` seconds between pieces, so no single read waits long but
+the whole never arrives in time.
 ``chunked = True`` sends downloads without ``Content-Length`` (chunked transfer encoding, as a
 proxy that compresses or re-encodes does), counting what it wrote in ``sent``.
 ``redirects[(bucket, name)] = url`` answers that object's download with ``302 Location: url``;
@@ -31,10 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 
 from aiohttp import web
+
+# Storage's src/storage/limits.ts: only S3-safe characters and a few that need special handling.
+VALID_OBJECT_KEY = re.compile(r"^[A-Za-z0-9_/!.*'() &$=@;:+,?-]*$")
 
 
 @dataclass
@@ -49,6 +60,7 @@ class StorageServer:
     sent: int = 0
     redirects: dict[tuple[str, str], str] = field(default_factory=dict)
     seen_headers: list[dict[str, str]] = field(default_factory=list)
+    buckets: set[str] = field(default_factory=lambda: {"c3d-examples"})
     _failures: list[tuple[int, str | None]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     port: int = 0
@@ -71,29 +83,63 @@ class StorageServer:
             if body is not None:
                 return web.Response(status=status, text=body)
             return _error(status, str(status), "internal", "Service temporarily unavailable")
-        if (
-            request.headers.get("apikey") != self.key
-            or request.headers.get("Authorization") != f"Bearer {self.key}"
-        ):
-            return _error(400, "403", "Unauthorized", "invalid signature")
+        if not self._authenticated(request):
+            # The JWT does not verify: Storage serves the request as anon. Downloads allow that
+            # (public buckets), and a private bucket is then "not found"; uploads refuse.
+            if request.method == "GET":
+                return _no_such_bucket()
+            return _error(
+                400, "403", "Unauthorized", "signature verification failed", "AccessDenied"
+            )
+        if bucket not in self.buckets and not any(b == bucket for b, _ in self.objects):
+            return _no_such_bucket()
         if request.method == "GET":
             if (bucket, name) in self.redirects:
                 raise web.HTTPFound(self.redirects[(bucket, name)])
             data = self.objects.get((bucket, name))
             if data is None:
-                return _error(400, "404", "not_found", "Object not found")
+                return _error(400, "404", "not_found", "Object not found", "NoSuchKey")
             if self.drip:
                 return await self._drip(request, data)
             if self.chunked:
                 return await self._chunked(request, data)
             return web.Response(body=data, content_type="application/octet-stream")
+        if not name or not VALID_OBJECT_KEY.match(name):
+            return _error(400, "400", "InvalidKey", f"Invalid key: {name}", "InvalidKey")
         upsert = request.headers.get("x-upsert") == "true" or request.method == "PUT"
         if (bucket, name) in self.objects and not upsert:
-            return _error(400, "409", "Duplicate", "The resource already exists")
+            return _error(
+                400, "409", "Duplicate", "The resource already exists", "KeyAlreadyExists"
+            )
         post = await request.post()
         upload = post.get("file")
         self.objects[(bucket, name)] = upload.file.read() if upload is not None else b""
         return web.json_response({"Key": f"{bucket}/{name}", "Id": "00000000-0000-0000-0000-0"})
+
+    def _authenticated(self, request: web.Request) -> bool:
+        return (
+            request.headers.get("apikey") == self.key
+            and request.headers.get("Authorization") == f"Bearer {self.key}"
+        )
+
+    async def _bucket(self, request: web.Request) -> web.Response:
+        bucket = request.match_info["bucket"]
+        self.requests.append((request.method, bucket, ""))
+        self.seen_headers.append(dict(request.headers))
+        if self._failures:
+            status, body = self._failures.pop(0)
+            if body is not None:
+                return web.Response(status=status, text=body)
+            return _error(status, str(status), "internal", "Service temporarily unavailable")
+        if not self._authenticated(request):
+            return _error(
+                400, "403", "Unauthorized", "signature verification failed", "AccessDenied"
+            )
+        if bucket not in self.buckets and not any(b == bucket for b, _ in self.objects):
+            return _no_such_bucket()
+        return web.json_response(
+            {"id": bucket, "name": bucket, "public": False, "type": "STANDARD"}
+        )
 
     async def _drip(self, request: web.Request, data: bytes) -> web.StreamResponse:
         response = web.StreamResponse(
@@ -129,6 +175,7 @@ class StorageServer:
         app.router.add_route("GET", route, self._handle)
         app.router.add_route("POST", route, self._handle)
         app.router.add_route("PUT", route, self._handle)
+        app.router.add_route("GET", "/storage/v1/bucket/{bucket}", self._bucket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -142,9 +189,15 @@ class StorageServer:
             self._runner = None
 
 
-def _error(http_status: int, code: str, error: str, message: str) -> web.Response:
-    body = {"statusCode": code, "error": error, "message": message}
+def _error(
+    http_status: int, status_code: str, error: str, message: str, code: str | None = None
+) -> web.Response:
+    body = {"statusCode": status_code, "code": code or error, "error": error, "message": message}
     return web.Response(status=http_status, text=json.dumps(body), content_type="application/json")
+
+
+def _no_such_bucket() -> web.Response:
+    return _error(400, "404", "Bucket not found", "Bucket not found", "NoSuchBucket")
 
 
 async def start_storage_server(

@@ -15,6 +15,7 @@ from daemon.storage import (
     ObjectNotFound,
     StorageBackend,
     StorageError,
+    StorageNotConfigured,
     StorageUnavailable,
     SupabaseStorage,
     make_storage,
@@ -192,11 +193,30 @@ async def test_supabase_timeout_and_refused_connection_are_unavailable(server):
         await store.aclose()
 
 
-async def test_supabase_wrong_key_is_reported(server):
-    store = SupabaseStorage(server.url, "wrong", timeout=5, retries=1)
+@pytest.mark.parametrize("key", ["wrong", "eyJhbGciOiJIUzI1NiJ9.e30.garbage"])
+async def test_a_rejected_key_is_a_configuration_error_not_a_missing_object(server, key):
+    """Real Storage serves a bad key as anon: "Bucket not found" (HTTP 400, statusCode 404).
+    That must never read as "object not found", which fails a job for good."""
+    store = SupabaseStorage(server.url, key, timeout=5, retries=1)
     try:
-        with pytest.raises(StorageUnavailable, match=r"403.*invalid signature"):
+        with pytest.raises(StorageNotConfigured, match="SUPABASE_SERVICE_ROLE_KEY") as caught:
             await store.download(BUCKET, "p1/a b.c3d")
+        assert isinstance(caught.value, StorageUnavailable)
+        assert key not in str(caught.value)
+        with pytest.raises(StorageNotConfigured, match="rejects SUPABASE_SERVICE_ROLE_KEY"):
+            await store.check_credentials(BUCKET)
+    finally:
+        await store.aclose()
+
+
+async def test_the_credential_check_passes_a_good_key_and_names_a_missing_bucket(server):
+    store = SupabaseStorage(server.url, KEY, timeout=5, retries=1)
+    try:
+        assert await store.check_credentials(BUCKET) is None
+        with pytest.raises(StorageNotConfigured, match="no bucket 'elsewhere'"):
+            await store.check_credentials("elsewhere")
+        with pytest.raises(StorageNotConfigured):
+            await store.download("elsewhere", "p1/a b.c3d")
     finally:
         await store.aclose()
 
@@ -255,13 +275,26 @@ async def test_make_storage_picks_the_backend(tmp_path, server, monkeypatch):
     assert issubclass(ObjectNotFound, StorageError) and issubclass(StorageUnavailable, StorageError)
 
 
-async def test_supabase_names_with_percent_and_unicode_mean_themselves(server):
-    name = "p1/100%41 é+&=.c3d"  # storage3 percent-decodes paths; "%41" must not become "A"
+async def test_supabase_names_with_storage_s_special_characters_mean_themselves(server):
+    # Every character real Storage accepts in a key beyond letters and digits, "?" included
+    # (which must not start a query string) and "+" (which must not become a space).
+    name = "p1/a b+c&d=e$f@g;h:i,j?k!l'm(n)o*p_q-r.c3d"
     store = SupabaseStorage(server.url, KEY, timeout=5)
     try:
         await store.upload(BUCKET, name, b"odd")
         assert server.objects[(BUCKET, name)] == b"odd"
         assert await store.download(BUCKET, name) == b"odd"
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("name", ["p1/100%41.c3d", "p1/é.c3d", "p1/tab\t.c3d", 'p1/"q".c3d'])
+async def test_keys_real_storage_refuses_are_invalid_names(server, name):
+    store = SupabaseStorage(server.url, KEY, timeout=5)
+    try:
+        with pytest.raises(InvalidObjectName, match="Invalid key"):
+            await store.upload(BUCKET, name, b"odd")
+        assert server.objects.keys() == {(BUCKET, "p1/a b.c3d")}
     finally:
         await store.aclose()
 
