@@ -253,7 +253,9 @@ $$;
 -- Callable over RPC by the patient's active therapist or an admin. The session must be completed
 -- with at least one usable channel that has an MVC. The patient's other sessions are requeued so
 -- their intensity is judged against the reference. Returns how many were requeued.
-create function public.set_mvc_reference(p_session_id uuid) returns int
+-- The RPC itself runs with the caller's rights (no definer function is an RPC); the work, which
+-- must touch the queue, is done by a definer helper outside the API that checks the caller first.
+create function emgd_private.mark_mvc_reference(p_session_id uuid) returns int
     language plpgsql
     security definer
     set search_path = ''
@@ -262,7 +264,8 @@ declare
     s public.sessions;
 begin
     select * into s from public.sessions where id = p_session_id;
-    if s.id is null or not (emgd_private.is_admin() or emgd_private.is_therapist_of(s.patient_id)) then
+    if s.id is null
+        or not (emgd_private.is_admin() or emgd_private.is_therapist_of(s.patient_id)) then
         -- the same answer for a session that does not exist and one the caller may not see
         raise exception 'set_mvc_reference: no session % that you treat', p_session_id
             using errcode = 'insufficient_privilege';
@@ -282,7 +285,19 @@ begin
     return emgd.requeue_patient(s.patient_id, s.id);
 end
 $$;
+revoke all on function emgd_private.mark_mvc_reference(uuid) from public, anon;
+grant execute on function emgd_private.mark_mvc_reference(uuid) to authenticated, service_role;
 
+create function public.set_mvc_reference(p_session_id uuid) returns int
+    language sql
+    security invoker
+    set search_path = ''
+as $$
+    select emgd_private.mark_mvc_reference(p_session_id)
+$$;
+comment on function public.set_mvc_reference(uuid) is
+    'Mark a completed session as its patient''s MVC reference (the patient''s active therapist '
+    'or an admin); requeues the patient''s other sessions and returns how many';
 revoke all on function public.set_mvc_reference(uuid) from public, anon;
 grant execute on function public.set_mvc_reference(uuid) to authenticated, service_role;
 
