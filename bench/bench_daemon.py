@@ -35,7 +35,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -48,6 +47,9 @@ from urllib.parse import urlsplit, urlunsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import emit, machine, percentile, spread
+
+# the daemon in this loop, ready when the block starts, exactly as the integration tests run it
+from tests.daemon_harness import free_port, running_daemon
 
 TARGET_P50_S = 0.005
 TARGET_P99_S = 0.020
@@ -270,46 +272,6 @@ class Uploader:
 # --------------------------------------------------------------------------- daemon
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.asynccontextmanager
-async def running_daemon(settings, dsn: str, analyser=None):
-    """``daemon.runtime.serve`` in this loop until the block ends; yields the Daemon once
-    /readyz answers 200 (listener verified, analysis workers up)."""
-    import aiohttp
-
-    from daemon.runtime import serve
-
-    started: asyncio.Future = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(settings, dsn, analyser=analyser, on_started=started.set_result)
-    )
-    daemon = await asyncio.wait_for(asyncio.shield(started), 60)
-    try:
-        async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 120
-            while True:
-                if task.done():
-                    raise RuntimeError(f"daemon exited early: {task.result()}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{settings.health_port}/readyz") as r:
-                        if r.status == 200:
-                            break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("daemon not ready within 120 s")
-                await asyncio.sleep(0.05)
-        yield daemon
-    finally:
-        daemon.request_stop()
-        code = await asyncio.wait_for(task, 60)
-        if code != 0:
-            raise RuntimeError(f"daemon exited with code {code}")
-
-
 async def scrape(port: int) -> dict[str, dict[str, float]]:
     """The daemon's /metrics as {sample name: {label string: value}}."""
     import aiohttp
@@ -375,7 +337,7 @@ async def phase_latency(dsn, settings_for, tiny, patient, rounds, uploads, gap_s
         up = Uploader(conn, settings_for(concurrency=2), patient)
         await up.start()
         settings = up.settings
-        async with running_daemon(settings, dsn, NoopAnalyser(tiny)):
+        async with running_daemon(settings, dsn, ready_timeout=120, analyser=NoopAnalyser(tiny)):
             before = await scrape(settings.health_port)
             for r in range(rounds):
                 latencies, seen = [], []
@@ -494,7 +456,9 @@ async def phase_throughput(
             )
             ids = [row["id"] for row in ids]
             wall = time.perf_counter()
-            async with running_daemon(settings, dsn, NoopAnalyser(tiny)) as _daemon:
+            async with running_daemon(
+                settings, dsn, ready_timeout=120, analyser=NoopAnalyser(tiny)
+            ):
                 ready = time.perf_counter()
                 cpu = time.process_time()  # this process runs the daemon (and the bench's poll)
                 while True:
@@ -584,7 +548,7 @@ async def phase_e2e(dsn, settings_for, patient, rounds, uploads, warmup) -> dict
         settings = settings_for(concurrency=2)
         up = Uploader(conn, settings, patient)
         await up.start()
-        async with running_daemon(settings, dsn):
+        async with running_daemon(settings, dsn, ready_timeout=120):
             k = 0
             for _ in range(warmup):  # first jobs through each worker are not the steady state
                 info = await up.upload(f"warm-{k}.c3d", files[k])

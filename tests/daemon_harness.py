@@ -1,5 +1,7 @@
 """Drive the real daemon in-process for the integration tests (tests/test_daemon_*.py).
 
+- ``free_port()``: a TCP port free on 127.0.0.1 (health servers of daemons under test).
+- ``recording(seed, duration_s)``: a synthetic GHOSTLY recording's bytes, its ground truth dropped.
 - ``daemon_settings(dsn, storage_dir, **overrides)``: fast test settings (local storage, no health
   server, short poll) on top of the real defaults.
 - ``running_daemon(settings, dsn)``: ``serve()`` as a task, ready (listener connected or polling,
@@ -32,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon.runtime import serve
 from daemon.settings import Settings, load_settings
 from daemon.worker import Daemon
+from emg_core.synthetic import ghostly_recording
 from tests import dbutil
 
 BUCKET = dbutil.BUCKET
@@ -62,6 +65,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def recording(seed: int, duration_s: float = 10.0) -> bytes:
+    return ghostly_recording(seed=seed, duration_s=duration_s)[0]
 
 
 @dataclass

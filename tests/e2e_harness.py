@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 import psutil
+
+from tests.daemon_harness import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SLOW_TARGET = "tests.isolation_targets:slow_analysis"
@@ -41,12 +42,6 @@ def processes_marked(marker: str) -> list[psutil.Process]:
             if p.environ().get("EMGD_TEST_DAEMON_ID") == marker:
                 found.append(p)
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_for(

@@ -15,7 +15,7 @@ import numpy as np
 
 from daemon.cmd_upload import upload
 from daemon.isolation import analyze_to_dict
-from emg_core.synthetic import c3d_bytes, ghostly_recording
+from emg_core.synthetic import c3d_bytes
 from tests import dbutil
 from tests.core.helpers import VENDOR_DIR
 from tests.daemon_harness import (
@@ -24,6 +24,7 @@ from tests.daemon_harness import (
     daemon_settings,
     install_stage_log,
     make_patient,
+    recording,
     result_rows,
     running_daemon,
     stage_log,
@@ -32,10 +33,6 @@ from tests.daemon_harness import (
 from tests.isolation_targets import CRASH_MARKER
 
 VICON = VENDOR_DIR / "Vicon.c3d"
-
-
-def recording(seed: int, duration_s: float = 10.0) -> bytes:
-    return ghostly_recording(seed=seed, duration_s=duration_s)[0]
 
 
 def force_plate_only() -> bytes:

@@ -8,7 +8,6 @@ import asyncio
 import time
 
 from daemon.cmd_upload import upload
-from emg_core.synthetic import ghostly_recording
 from tests import dbutil
 from tests.daemon_harness import (
     NotifyDroppingProxy,
@@ -16,6 +15,7 @@ from tests.daemon_harness import (
     free_port,
     make_patient,
     metric,
+    recording,
     running_daemon,
     session_for,
     wait_metric,
@@ -29,8 +29,16 @@ IDLE_POLL_S = 60.0
 WAKE_BOUND_S = IDLE_POLL_S / 6
 
 
-def recording(seed: int) -> bytes:
-    return ghostly_recording(seed=seed, duration_s=10.0)[0]
+async def process_three(settings, dsn: str, conn, patient, d) -> str:
+    """Upload three recordings, wait until the daemon completed them; its /metrics text then."""
+    sids = [
+        await upload(settings, dsn, recording(seed), patient, f"r{seed}.c3d") for seed in (1, 2, 3)
+    ]
+    rows = await wait_sessions(conn, sids, daemon=d)
+    assert {r["status"] for r in rows.values()} == {"completed"}
+    return await wait_metric(
+        settings.health_port, "emgd_jobs_finished_total", 3, labels={"outcome": "succeeded"}
+    )
 
 
 async def test_notify_wakes_an_idle_daemon_at_once(db_url, tmp_path):
@@ -78,15 +86,7 @@ async def test_with_listen_disabled_the_poll_processes_everything(db_url, tmp_pa
             assert d.daemon.listener.mode == "poll"
             ready, details = await d.daemon.readiness()
             assert ready and details["listener_mode"] == "poll"
-            sids = [
-                await upload(settings, db_url, recording(seed), patient, f"r{seed}.c3d")
-                for seed in (1, 2, 3)
-            ]
-            rows = await wait_sessions(conn, sids, daemon=d)
-            text = await wait_metric(
-                port, "emgd_jobs_finished_total", 3, labels={"outcome": "succeeded"}
-            )
-        assert {r["status"] for r in rows.values()} == {"completed"}
+            text = await process_three(settings, db_url, conn, patient, d)
         assert metric(text, "emgd_notifications_total") == 0, "nothing was listening"
         assert metric(text, "emgd_notify_to_claim_seconds_count") == 0
     finally:
@@ -110,15 +110,7 @@ async def test_a_connection_that_accepts_listen_but_never_delivers_falls_back_to
             listener = d.daemon.listener
             assert listener.mode == "poll"
             assert "notifications do not arrive" in listener.reason
-            sids = [
-                await upload(settings, db_url, recording(seed), patient, f"r{seed}.c3d")
-                for seed in (1, 2, 3)
-            ]
-            rows = await wait_sessions(conn, sids, daemon=d)
-            text = await wait_metric(
-                port, "emgd_jobs_finished_total", 3, labels={"outcome": "succeeded"}
-            )
-        assert {r["status"] for r in rows.values()} == {"completed"}
+            text = await process_three(settings, db_url, conn, patient, d)
         assert proxy.dropped >= 1, "the self-probe (at least) was sent and swallowed"
         assert metric(text, "emgd_notifications_total") == 0
     finally:

@@ -26,8 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon.cmd_upload import upload
 from daemon.isolation import analyze_to_dict
 from daemon.settings import load_settings
-from emg_core.synthetic import ghostly_recording
 from tests import dbutil
+from tests.daemon_harness import recording
 from tests.e2e_harness import REPO, SLOW_TARGET, Daemons, job_of, wait_for, wait_job
 
 pytestmark = pytest.mark.e2e
@@ -35,8 +35,8 @@ pytestmark = pytest.mark.e2e
 CHANNELS = {"CH1 Raw", "CH2 Raw"}
 
 
-def recording(seed: int, duration_s: float = 6.0) -> bytes:
-    return ghostly_recording(seed=seed, duration_s=duration_s)[0]
+# short recordings: these tests are about processes, and analyse hundreds of them
+SECONDS = 6.0
 
 
 async def put(daemons: Daemons, patient: uuid.UUID, data: bytes, filename: str) -> str:
@@ -68,7 +68,7 @@ async def test_two_daemons_process_200_uploads_exactly_once(daemons, db, patient
     # reused (copied from the session that has it) rather than analysed again, which must be
     # exactly as correct as analysing it.
     seeds = list(range(170)) + list(range(30))
-    data = {seed: recording(seed) for seed in set(seeds)}
+    data = {seed: recording(seed, SECONDS) for seed in set(seeds)}
     gate = asyncio.Semaphore(8)
 
     async def one(i: int, seed: int) -> tuple[str, int]:
@@ -168,7 +168,7 @@ async def test_a_daemon_killed_mid_job_is_finished_by_another_and_its_late_commi
         EMGD_CONCURRENCY=1,
     )
     await a.wait_ready()
-    raw = recording(7)
+    raw = recording(7, SECONDS)
     session = await put(daemons, patient, raw, "killed_mid_job.c3d")
     held = await wait_job(
         db, session, timeout=15, state="running", lease_owner=a.owner, stage="analysing"
@@ -269,9 +269,11 @@ async def test_sigterm_drains_the_job_in_flight_claims_nothing_more_and_exits_0(
         EMGD_SHUTDOWN_GRACE=20,
     )
     await d.wait_ready()
-    first = await put(daemons, patient, recording(1), "in_flight.c3d")
+    first = await put(daemons, patient, recording(1, SECONDS), "in_flight.c3d")
     await wait_job(db, first, timeout=15, state="running", stage="analysing")
-    waiting = await put(daemons, patient, recording(2), "waiting.c3d")  # the one slot is busy
+    waiting = await put(
+        daemons, patient, recording(2, SECONDS), "waiting.c3d"
+    )  # the one slot is busy
 
     d.signal(signal.SIGTERM)
     status, body = await d.get("/readyz")
@@ -305,7 +307,7 @@ async def test_sigterm_past_the_grace_releases_the_job_and_another_daemon_finish
         EMGD_SHUTDOWN_GRACE=0.5,
     )
     await d.wait_ready()
-    session = await put(daemons, patient, recording(3), "too_slow_to_drain.c3d")
+    session = await put(daemons, patient, recording(3, SECONDS), "too_slow_to_drain.c3d")
     await wait_job(db, session, timeout=15, state="running", stage="analysing", attempts=1)
 
     stopping = time.monotonic()
@@ -339,7 +341,7 @@ async def test_sigterm_while_starting_up_still_stops_cleanly_with_exit_0(daemons
     # Workers warming up take a moment after the process starts; an orchestrator may stop the
     # daemon right then (a rollout, a scale-down). That is still an orderly stop: exit 0, nothing
     # claimed, no worker left behind, not death by the default signal handler.
-    session = await put(daemons, patient, recording(6), "uploaded_before_start.c3d")
+    session = await put(daemons, patient, recording(6, SECONDS), "uploaded_before_start.c3d")
     d = daemons.start("d")
     await wait_for(d.workers, timeout=30, interval=0.01, what="d to spawn analysis workers")
     d.signal(signal.SIGTERM)
@@ -368,7 +370,7 @@ def emgd_check(port: int) -> subprocess.CompletedProcess[str]:
 
 async def test_check_and_metrics_follow_a_running_daemon(daemons, db, patient):
     d = await daemons.start_ready("d")
-    sessions = [await put(daemons, patient, recording(i), f"m{i}.c3d") for i in range(3)]
+    sessions = [await put(daemons, patient, recording(i, SECONDS), f"m{i}.c3d") for i in range(3)]
     for s in sessions:
         await wait_job(db, s, timeout=20, state="succeeded")
 
@@ -405,7 +407,7 @@ async def test_check_and_metrics_follow_a_running_daemon(daemons, db, patient):
 
 async def test_a_dead_side_task_stops_the_daemon_and_hands_jobs_back(daemons, db, patient):
     # The health server cannot bind (the port is taken): the daemon must not run on without probes.
-    session = await put(daemons, patient, recording(4), "waiting_for_a_daemon.c3d")
+    session = await put(daemons, patient, recording(4, SECONDS), "waiting_for_a_daemon.c3d")
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
@@ -451,7 +453,7 @@ async def test_a_side_task_dying_mid_job_hands_the_job_back_and_exits_1(daemons,
         EMGD_HEARTBEAT_INTERVAL=0.5,
     )
     await d.wait_ready()
-    session = await put(daemons, patient, recording(5), "in_flight_when_keeper_dies.c3d")
+    session = await put(daemons, patient, recording(5, SECONDS), "in_flight_when_keeper_dies.c3d")
     await wait_job(db, session, timeout=15, state="running", stage="analysing", lease_owner=d.owner)
     await db.execute("drop function emgd.queue_depth()")
     assert await d.wait_exit(30) == 1, d.log_text()

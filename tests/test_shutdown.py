@@ -124,6 +124,18 @@ async def test_sigterm_during_a_dripping_download_exits_within_the_drain_bound(
     await wait_for(lambda: not d.leftovers(), timeout=15, what="d's workers to exit")
 
 
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh interpreter that imports this checkout; its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_a_thread_stuck_in_the_kernel_cannot_hold_the_stopped_process(tmp_path):
     """The last resort, through the functions ``emgd run`` uses: an executor thread that never
     returns is given a few seconds, then the process ends with the daemon's exit code, saying
@@ -148,14 +160,7 @@ def test_a_thread_stuck_in_the_kernel_cannot_hold_the_stopped_process(tmp_path):
         """
     )
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_python(script)
     assert time.monotonic() - started < 30
     assert proc.returncode == 3, proc.stderr
     assert "not reached" not in proc.stdout
@@ -180,12 +185,5 @@ def test_without_stuck_threads_the_process_exits_normally():
         print("returned", code, flush=True)
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_python(script)
     assert (proc.returncode, proc.stdout.strip()) == (0, "returned 0"), proc.stderr
