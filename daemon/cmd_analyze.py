@@ -10,7 +10,14 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # numpy, matplotlib and emg_core load inside main(): `emgd --help` stays fast
+    import numpy as np
+    from matplotlib.axes import Axes
+
+    from emg_core.analysis import ChannelTrace
+    from emg_core.results import ChannelResult, SessionResult
 
 #: exit code of a file that cannot be analysed (as argparse uses for bad usage)
 EXIT_BAD_FILE = 2
@@ -94,7 +101,7 @@ def amplitude_text(value: float | None, scale: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def _mvc_percentage(result) -> float | None:
+def _mvc_percentage(result: SessionResult) -> float | None:
     """The intensity threshold in % of MVC the result was analysed with."""
     options = (result.processing or {}).get("options") or {}
     if isinstance(options.get("mvc_percentage"), int | float):
@@ -105,11 +112,11 @@ def _mvc_percentage(result) -> float | None:
     return None
 
 
-def _estimated(ch) -> bool:
+def _estimated(ch: ChannelResult) -> bool:
     return ch.mvc_method != "given"
 
 
-def _mvc_line(ch, unit: str, scale: float) -> str:
+def _mvc_line(ch: ChannelResult, unit: str, scale: float) -> str:
     if ch.mvc_value is None:
         return "MVC: - (no usable effort to measure it on)"
     if ch.mvc_source:
@@ -127,7 +134,7 @@ def _mvc_line(ch, unit: str, scale: float) -> str:
     )
 
 
-def _signal_line(ch, unit: str, scale: float) -> str:
+def _signal_line(ch: ChannelResult, unit: str, scale: float) -> str:
     rest, onset, offset = (
         amplitude_text(v, scale) for v in (ch.rest_level, ch.onset_level, ch.offset_level)
     )
@@ -149,7 +156,7 @@ def _signal_line(ch, unit: str, scale: float) -> str:
     return "; ".join(parts)
 
 
-def render(result) -> str:
+def render(result: SessionResult) -> str:
     """A readable table of a ``SessionResult``, each channel's notes and warnings under it.
 
     Amplitudes are in µV when the channel is in V or mV; a channel without counts (unusable)
@@ -212,7 +219,9 @@ def render(result) -> str:
     return "\n".join(lines)
 
 
-def _binned(rate: float, raw, envelope, masked, max_bins: int = 6000):
+def _binned(
+    rate: float, raw: np.ndarray, envelope: np.ndarray, masked: np.ndarray, max_bins: int = 6000
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Time, raw min/max, envelope max and mask-any per bin: a long recording drawn with every
     sample would be slow and too dense to see, and a spike must not vanish between two samples."""
     import numpy as np
@@ -223,18 +232,26 @@ def _binned(rate: float, raw, envelope, masked, max_bins: int = 6000):
     if step == 1 or m == 0:
         t = np.arange(n) / rate
         return t, raw, raw, envelope, np.asarray(masked, dtype=bool)
-    t = (np.arange(m // step) * step + step / 2) / rate
+    centres = (np.arange(m // step) * step + step / 2) / rate
     r = raw[:m].reshape(-1, step)
     return (
-        t,
+        centres,
         r.min(axis=1),
         r.max(axis=1),
         envelope[:m].reshape(-1, step).max(axis=1),
-        np.asarray(masked[:m], dtype=bool).reshape(-1, step).any(axis=1),
+        np.asarray(np.asarray(masked[:m], dtype=bool).reshape(-1, step).any(axis=1)),
     )
 
 
-def _fit_to_signal(ax_raw, ax_env, raw, env, masked, ch, scale: float) -> None:
+def _fit_to_signal(
+    ax_raw: Axes,
+    ax_env: Axes,
+    raw: np.ndarray,
+    env: np.ndarray,
+    masked: np.ndarray,
+    ch: ChannelResult,
+    scale: float,
+) -> None:
     """Scale both panels to the samples that were analysed: a railed or dropped-out stretch (grey)
     would otherwise set the range and squash the signal into a line."""
     import numpy as np
@@ -256,7 +273,7 @@ def _fit_to_signal(ax_raw, ax_env, raw, env, masked, ch, scale: float) -> None:
         ax_env.set_ylim(bottom / 1.5, top * 1.5)
 
 
-def plot(result, traces: dict, out: str) -> None:
+def plot(result: SessionResult, traces: dict[str, ChannelTrace], out: str) -> None:
     """Per channel, two panels sharing time: the raw signal, and the envelope (log scale) with the
     rest, onset and offset levels and the MVC threshold; artefact grey, contractions shaded."""
     import matplotlib

@@ -35,6 +35,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"emgd: embedded database at {dsn}", flush=True)
             code = run_loop(serve(settings, dsn))
     else:
+        assert settings.database_url is not None  # load_settings refuses none without --embedded
         code = run_loop(serve(settings, settings.database_url))
     # The daemon has stopped (and said so): a thread stuck in the kernel must not keep the
     # process alive past that (see daemon/runtime.py).

@@ -71,7 +71,7 @@ class EmbeddedPostgres:
     def _uri(self, database: str) -> str:
         if self._server is None:
             raise EmbeddedPostgresError("embedded PostgreSQL is not started")
-        return self._server.get_uri(database)
+        return str(self._server.get_uri(database))
 
     def start(self) -> str:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import os
 import sys
 
 import structlog
+from structlog.typing import Processor
 
 __all__ = ["configure"]
 
@@ -41,13 +42,13 @@ def _resolve(fmt: str | None, level: str | None) -> tuple[str, int]:
 
 def configure(fmt: str | None = None, level: str | None = None) -> None:
     fmt, level_no = _resolve(fmt, level)
-    shared: list = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if fmt == "json":
-        tail: list = [
+        tail: list[Processor] = [
             structlog.processors.dict_tracebacks,
             structlog.processors.JSONRenderer(),
         ]

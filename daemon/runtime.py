@@ -154,8 +154,8 @@ async def serve(
 
     metrics = Metrics()
     storage = make_storage(settings)
-    pool = None
-    daemon = None
+    pool: AnalysisPool | None = None
+    daemon: Daemon | None = None
     stop_requested = False
 
     def on_signal() -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "env_names", "load_settings"]
@@ -89,7 +90,7 @@ class Settings(BaseSettings):
 
     @property
     def log_level_number(self) -> int:
-        return logging.getLevelName(self.log_level.upper())
+        return logging.getLevelNamesMapping()[self.log_level.upper()]
 
 
 def env_names(field: str) -> list[str]:
@@ -124,7 +125,7 @@ def _field_of(loc: tuple[Any, ...]) -> str | None:
     return None
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     field = _field_of(tuple(err.get("loc", ())))
     msg = str(err.get("msg", "invalid"))
     if field is None:

@@ -33,7 +33,7 @@ _PROCESSOR_NAMES = {84: "intel", 85: "dec", 86: "mips"}
 #: hostile headers may promise absurd sizes; nothing real comes close to this
 _MAX_PARAMETER_VALUES = 1_000_000
 
-Source = bytes | bytearray | memoryview | str | os.PathLike
+Source = bytes | bytearray | memoryview | str | os.PathLike[str]
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def _load(source: Source) -> memoryview:
 
 def _parse_header(buf: memoryview, endian: str, dec: bool) -> dict[str, Any]:
     def word(k: int) -> int:  # 1-based 16-bit word number, as the C3D guide counts them
-        return struct.unpack_from(endian + "H", buf, 2 * (k - 1))[0]
+        return int(struct.unpack_from(endian + "H", buf, 2 * (k - 1))[0])
 
     def real(k: int) -> float:
         return _float(bytes(buf[2 * (k - 1) : 2 * (k - 1) + 4]), endian, dec)
@@ -215,7 +215,7 @@ def _parse_header(buf: memoryview, endian: str, dec: bool) -> dict[str, Any]:
 def _float(b: bytes, endian: str, dec: bool) -> float:
     if dec:
         return float(_dec_to_ieee(np.frombuffer(b, dtype="<f4"))[0])
-    return struct.unpack(endian + "f", b)[0]
+    return float(struct.unpack(endian + "f", b)[0])
 
 
 def _dec_to_ieee(values: np.ndarray) -> np.ndarray:

@@ -111,8 +111,8 @@ def discover_emg(c3d: C3DFile, include: str | None = None) -> EmgSelection:
     plates = force_plate_channels(c3d)
     candidates = [i for i in range(len(labels)) if i not in plates]
 
-    raw = {}
-    activated = {}
+    raw: dict[int, int] = {}  # n of CHn -> channel index
+    activated: dict[int, int] = {}
     for i in candidates:
         if m := _GHOSTLY_RAW.match(labels[i]):
             raw.setdefault(int(m.group(1)), i)

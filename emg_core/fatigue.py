@@ -56,7 +56,7 @@ def clean_segments(spectra: SegmentSpectra, masked: np.ndarray) -> np.ndarray:
         return np.ones(spectra.starts.size, dtype=bool)
     csum = np.concatenate(([0], np.cumsum(masked)))
     ends = np.minimum(spectra.starts + spectra.nperseg, masked.size)
-    return (csum[ends] - csum[spectra.starts]) == 0
+    return np.asarray((csum[ends] - csum[spectra.starts]) == 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,9 @@ def _prefix(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _range_slopes(t, y, weight, lo, hi) -> np.ndarray:
+def _range_slopes(
+    t: np.ndarray, y: np.ndarray, weight: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     """Least-squares slopes of ``y`` over ``t`` on each segment range ``[lo, hi)``, from
     prefix sums (``weight`` 0 drops a segment); ``nan`` with too few points."""
     w = weight & np.isfinite(y)
@@ -99,8 +101,8 @@ def _range_slopes(t, y, weight, lo, hi) -> np.ndarray:
     s0, st, sy = _prefix(w.astype(np.float64)), _prefix(tw), _prefix(y)
     stt, sty = _prefix(tw * t), _prefix(tw * y)
 
-    def between(p):
-        return p[hi] - p[lo]
+    def between(p: np.ndarray) -> np.ndarray:
+        return np.asarray(p[hi] - p[lo])
 
     n, a, b = between(s0), between(st), between(sy)
     den = n * between(stt) - a * a
@@ -172,7 +174,7 @@ def session_fatigue(
     ends: np.ndarray,
     rate: float,
     min_contractions: int,
-) -> dict:
+) -> dict[str, float | str | None]:
     """Channel spectral summary and fatigue trends across the session's contractions.
 
     Returns the ``ChannelResult`` fields ``mpf_hz``, ``mdf_hz``, ``fi_nsm5``,
@@ -228,7 +230,7 @@ def session_fatigue(
     return out
 
 
-def _finite(value) -> float | None:
+def _finite(value: float | np.floating | np.ndarray | None) -> float | None:
     return float(value) if value is not None and np.isfinite(value) else None
 
 

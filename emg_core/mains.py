@@ -56,7 +56,9 @@ class Mains:
         return self.fundamental_hz is not None
 
 
-def fine_psd(x: np.ndarray, rate: float, resolution_hz: float = 0.25, top_hz: float | None = None):
+def fine_psd(
+    x: np.ndarray, rate: float, resolution_hz: float = 0.25, top_hz: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Welch spectra with segments long enough for ``resolution_hz``.
 
     Returns ``(freqs, median_psd, mean_psd)``. The median over segments finds lines: a few
@@ -83,7 +85,7 @@ def fine_psd(x: np.ndarray, rate: float, resolution_hz: float = 0.25, top_hz: fl
     return freqs[:keep], np.median(power, axis=0), power.mean(axis=0)
 
 
-def _peak(freqs: np.ndarray, psd: np.ndarray, lo: float, hi: float):
+def _peak(freqs: np.ndarray, psd: np.ndarray, lo: float, hi: float) -> tuple[float | None, float]:
     """Frequency (parabolic interpolation on log power) and prominence of the peak in [lo, hi]."""
     inside = np.flatnonzero((freqs >= lo) & (freqs <= hi))
     if inside.size < 3:
@@ -143,7 +145,9 @@ def find_mains(x: np.ndarray, rate: float, band: tuple[float, float]) -> Mains:
     return Mains(float(f0), tuple(lines), _line_share(freqs, mean_psd, band, f0))
 
 
-def _line_share(freqs: np.ndarray, mean_psd: np.ndarray, band, f0: float) -> float:
+def _line_share(
+    freqs: np.ndarray, mean_psd: np.ndarray, band: tuple[float, float], f0: float
+) -> float:
     """Share of the in-band power within a line's width of ``f0`` and its harmonics, above the
     spectrum around each (the EMG beneath a line is not interference)."""
     in_band = (freqs >= band[0]) & (freqs <= band[1])
@@ -170,7 +174,7 @@ def residual_share(x: np.ndarray, rate: float, band: tuple[float, float], mains:
     Measured on the mean spectrum: hum left only inside the bursts occupies few segments, and
     the median spectrum that finds lines would not see it.
     """
-    if not mains.found:
+    if mains.fundamental_hz is None:  # nothing found
         return 0.0
     freqs, _, mean_psd = fine_psd(x, rate, top_hz=band[1] + 12.0)
     return _line_share(freqs, mean_psd, band, mains.fundamental_hz) if freqs.size else 0.0
@@ -203,7 +207,7 @@ def subtract_mains(
     """
     out = np.array(x, dtype=np.float64, copy=True)
     n = out.size
-    if not mains.found or n == 0:
+    if mains.fundamental_hz is None or n == 0:  # nothing found, or nothing to subtract from
         return out
     length = max(4, round(PERIODS_PER_BLOCK * rate / mains.fundamental_hz))
     n_blocks = n // length
@@ -213,7 +217,7 @@ def subtract_mains(
     centres = (np.arange(n_blocks) + 0.5) * length
     valid = np.ones(n_blocks, dtype=bool)
     if exclude is not None:
-        valid = ~exclude[:used].reshape(n_blocks, length).any(axis=1)
+        valid = np.asarray(~exclude[:used].reshape(n_blocks, length).any(axis=1))
     if valid.sum() < 2:
         return out
     idx = np.arange(n, dtype=np.float64)

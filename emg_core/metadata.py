@@ -91,8 +91,9 @@ def recorded_at(c3d: C3DFile, name: str | None = None) -> datetime | None:
 
 def _datetime(*parts: Any) -> datetime | None:
     try:
-        values = [int(p) for p in parts]
-        return datetime(*values, tzinfo=UTC)  # type: ignore[misc]
+        year, month, day, *clock = (int(p) for p in parts)  # fewer than 3: ValueError
+        hour, minute, second = (*clock, 0, 0, 0)[:3]
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except (ValueError, TypeError, OverflowError):
         return None
 

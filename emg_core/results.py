@@ -29,6 +29,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _as_dict(result: Any) -> dict[str, Any]:
+    out: dict[str, Any] = _jsonable(result)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Contraction:
     """One detected contraction on one channel; times in ms from the recording's start."""
@@ -50,7 +55,7 @@ class Contraction:
     mdf_slope_hz_per_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
+        return _as_dict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +113,7 @@ class ChannelResult:
     contractions: tuple[Contraction, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
+        return _as_dict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +128,7 @@ class GameMetadata:
     game_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
+        return _as_dict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,4 +146,4 @@ class SessionResult:
     channels: tuple[ChannelResult, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
+        return _as_dict(self)

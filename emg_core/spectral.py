@@ -108,7 +108,9 @@ def segment_spectra(
     return SegmentSpectra(freqs, psd, starts, nperseg, rate)
 
 
-def segment_grid(n: int, rate: float, segment_s: float = 0.25, overlap: float = 0.5):
+def segment_grid(
+    n: int, rate: float, segment_s: float = 0.25, overlap: float = 0.5
+) -> tuple[int, int, int]:
     """``(nperseg, step, n_segments)`` of the segment grid :func:`segment_spectra` uses."""
     nperseg = max(8, round(segment_s * rate))
     if n < nperseg:
