@@ -25,7 +25,7 @@ from .options import AnalysisOptions
 from .results import ChannelResult, SessionResult
 
 #: bumped whenever a change can alter a result for the same file and options
-ANALYSIS_VERSION = "2.0.0"
+ANALYSIS_VERSION = "2.1.0"
 
 #: below this, no baseline, envelope or spectrum means anything
 MIN_DURATION_S = 0.5
@@ -138,31 +138,11 @@ def analyze(
         "envelope": {"method": "moving RMS, centred", "window_ms": opts.envelope_window_ms},
         "detection": {
             "method": "ratios over a moving rest level, scaled to the channel's own range of "
-            "activity; hysteresis; sustained-level test; split at deep valleys",
-            **{
-                k: getattr(opts, k)
-                for k in (
-                    "rest_block_ms",
-                    "rest_window_ms",
-                    "rest_quantile",
-                    "onset_exponent",
-                    "onset_fraction",
-                    "onset_min",
-                    "onset_max",
-                    "offset_exponent",
-                    "offset_min",
-                    "refine_ratio",
-                    "refine_quantile",
-                    "refine_reach_ms",
-                    "sustain_ms",
-                    "split_depth",
-                    "split_smooth_ms",
-                    "min_contrast",
-                    "min_contraction_ms",
-                    "merge_gap_ms",
-                    "max_contraction_ms",
-                )
-            },
+            "activity; hysteresis; sustained-level test; split at deep valleys; weak efforts "
+            "dropped",
+            "weak_efforts": "runs whose peak stays below min_peak_fraction of the median peak of "
+            "the strongest quarter are not contractions",
+            **opts.detection_options(),
         },
         "mvc": {
             "percentage": opts.mvc_percentage,

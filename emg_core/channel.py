@@ -225,6 +225,12 @@ def analyse_channel(
         return _unusable(
             label, unit, rate, given, opts, reason, warnings=warnings, prep=prep, det=det
         )
+    if det.weak_efforts:
+        warnings.append(
+            f"{det.weak_efforts} weak effort{'s' if det.weak_efforts > 1 else ''} below "
+            f"{100 * opts.min_peak_fraction:.0f} % of this channel's typical contraction "
+            "not counted"
+        )
     if not det.enough_contrast:
         warnings.append("no contraction stands out of the rest level")
     elif det.rest_share < LITTLE_REST:

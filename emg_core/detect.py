@@ -23,6 +23,11 @@ recording, and the ratios grow with the channel's own range of activity:
 5. Edges move back (forward) to where the envelope leaves (returns to) ``refine_ratio * r(t)``;
    contractions less than ``merge_gap_s`` apart are merged, those longer than ``max_duration_s``
    split at their deepest dip, those shorter than ``min_duration_s`` dropped.
+6. **Weak efforts** are not contractions: a run whose peak (the envelope's ``split_smooth_s``
+   moving mean) stays below ``min_peak_fraction`` of the channel's typical strong contraction
+   (the median peak of its strongest quarter) is dropped and counted apart. Real sessions hold
+   such stirrings at 10-25 % of the patient's contractions, well above rest; the game counts
+   none of them, and the contractions it counts all reach 30 % and more (docs/validation.md).
 
 Masked samples (artefacts, see ``emg_core.artefacts``) count as rest for detection: a contraction
 never spans them. When the channel's activity does not stand out of its rest (``D`` below
@@ -45,6 +50,8 @@ from .filters import block_mean, moving_mean
 MIN_BLOCKS = 20
 #: how far above the recording's quieter blocks the local rest level may drift
 MAX_DRIFT = 4.0
+#: the typical strong contraction is the median peak of at least this many of the strongest
+STRONG_MIN = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,12 @@ class Detection:
     rest_share : float
         Share of the unmasked envelope below the offset level: little rest means the rest
         level comes from the recording's quietest moments only.
+    weak_efforts : int
+        Runs dropped because their peak stayed below ``min_peak_fraction`` of the typical
+        strong contraction.
+    typical_peak : float
+        That typical peak (median peak of the strongest quarter), envelope units; 0 without
+        contractions.
     """
 
     starts: np.ndarray
@@ -83,6 +96,8 @@ class Detection:
     block: int
     enough_contrast: bool
     rest_share: float = 1.0
+    weak_efforts: int = 0
+    typical_peak: float = 0.0
 
     def __len__(self) -> int:
         return int(self.starts.size)
@@ -345,6 +360,7 @@ def detect_contractions(
     min_duration_s: float = 0.1,
     merge_gap_s: float = 0.2,
     max_duration_s: float = 10.0,
+    min_peak_fraction: float = 0.3,
 ) -> Detection:
     """Find contractions on one channel's envelope.
 
@@ -375,6 +391,9 @@ def detect_contractions(
         Below this contrast ``D`` nothing is counted.
     min_duration_s, merge_gap_s, max_duration_s : float
         Drop shorter contractions, merge closer ones, split longer ones (seconds).
+    min_peak_fraction : float
+        Drop runs whose peak stays below this fraction of the typical strong contraction
+        (0 keeps them all).
 
     Returns
     -------
@@ -402,8 +421,10 @@ def detect_contractions(
     step = max(1, round(0.005 * rate))
     coarse_rate = rate / step
     sustained = moving_mean(block_mean(z, step), coarse_rate, sustain_s) if n else np.zeros(0)
+    partial = None  # coarse blocks holding a masked sample
     if valid is not None and not valid.all():
-        sustained[block_mean(valid.astype(np.float64), step) < 1.0] = 0.0
+        partial = block_mean(valid.astype(np.float64), step) < 1.0
+        sustained[partial] = 0.0
     contrast = float(sustained.max(initial=0.0))
     on = (
         float(np.clip(contrast**onset_exponent, onset_min, onset_max))
@@ -423,9 +444,21 @@ def detect_contractions(
     counted = z[::step] if valid is None else z[::step][valid[::step]]
     rest_share = float(np.mean(counted <= off)) if counted.size else 1.0
 
-    def result(starts, ends, enough=True):
+    def result(starts, ends, enough=True, weak=0, typical=0.0):
         return Detection(
-            starts, ends, rest, on, off, refine, contrast, curve, block, bool(enough), rest_share
+            starts,
+            ends,
+            rest,
+            on,
+            off,
+            refine,
+            contrast,
+            curve,
+            block,
+            bool(enough),
+            rest_share,
+            weak,
+            typical,
         )
 
     if n == 0 or contrast < min_contrast:
@@ -441,14 +474,15 @@ def detect_contractions(
         # a run counts when its sustained level reaches the onset level somewhere
         keep = _run_max(sustained, c_starts, c_ends) >= on
         starts, ends, c_starts, c_ends = starts[keep], ends[keep], c_starts[keep], c_ends[keep]
+    # valleys and peaks are judged on the envelope itself: dividing by a local rest level that
+    # rises inside a long hold would carve a valley into its plateau
+    smooth = moving_mean(block_mean(envelope, step), coarse_rate, split_smooth_s)
+    if partial is not None:
+        smooth[partial] = 0.0
     if starts.size and split_depth > 1:
-        # valleys are judged on the envelope itself: dividing by a local rest level that
-        # rises inside a long hold would carve a valley into its plateau
-        smooth = moving_mean(block_mean(envelope, step), coarse_rate, split_smooth_s)
         starts, ends = _split_valleys(
             smooth, sustained, starts, ends, c_starts, c_ends, on, split_depth, step
         )
-        del smooth
     del sustained
     if starts.size == 0:
         return result(empty, empty)
@@ -458,10 +492,18 @@ def detect_contractions(
     max_len = max(1, round(max_duration_s * rate))
     min_len = max(1, round(min_duration_s * rate))
     if np.any(ends - starts > max_len):
-        smooth = moving_mean(z, rate, 0.5)
-        starts, ends = _split_long(starts, ends, smooth, max_len, min_len)
+        starts, ends = _split_long(starts, ends, moving_mean(z, rate, 0.5), max_len, min_len)
     keep = ends - starts >= min_len
-    return result(starts[keep].astype(np.int64), ends[keep].astype(np.int64))
+    starts, ends = starts[keep].astype(np.int64), ends[keep].astype(np.int64)
+    if starts.size == 0:
+        return result(starts, ends)
+    c_starts = np.minimum(starts // step, smooth.size - 1)
+    peaks = _run_max(smooth, c_starts, np.maximum(c_starts + 1, -(-ends // step)))
+    strongest = np.sort(peaks)[::-1][: max(STRONG_MIN, peaks.size // 4)]
+    typical = float(np.median(strongest))
+    keep = peaks >= min_peak_fraction * typical
+    weak = int(keep.size - np.count_nonzero(keep))
+    return result(starts[keep], ends[keep], weak=weak, typical=typical)
 
 
 def agreement(

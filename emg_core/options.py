@@ -53,6 +53,10 @@ class AnalysisOptions:
         Activity must stand this many times above rest to count anything (4).
     min_contraction_ms, merge_gap_ms, max_contraction_ms : float
         Drop shorter contractions (100), merge closer ones (200), split longer ones (10000).
+    min_peak_fraction : float
+        A weak effort whose peak stays below this fraction (0.3) of the channel's typical
+        strong contraction (median peak of its strongest quarter) is not a contraction; it is
+        counted in a warning instead (0 counts every run).
     mvc : mapping of str to float
         Given MVC per channel label, in the channel's unit; other channels get an estimate.
     mvc_window_ms : float
@@ -101,6 +105,7 @@ class AnalysisOptions:
     min_contraction_ms: float = 100.0
     merge_gap_ms: float = 200.0
     max_contraction_ms: float = 10_000.0
+    min_peak_fraction: float = 0.3
     mvc: Mapping[str, float] = field(default_factory=dict)
     mvc_window_ms: float = 500.0
     mvc_percentage: float = 75.0
@@ -150,6 +155,7 @@ class AnalysisOptions:
                 self.max_contraction_ms > self.min_contraction_ms,
                 "max_contraction_ms must exceed min_contraction_ms",
             ),
+            (0 <= self.min_peak_fraction < 1, "min_peak_fraction must be in [0, 1)"),
             (self.mvc_window_ms > 0, "mvc_window_ms must be > 0"),
             (0 < self.mvc_percentage <= 200, "mvc_percentage must be in (0, 200]"),
             (self.duration_threshold_ms >= 0, "duration_threshold_ms must be >= 0"),
@@ -167,26 +173,13 @@ class AnalysisOptions:
     def detection_kwargs(self) -> dict[str, float]:
         """Keyword arguments of :func:`emg_core.detect.detect_contractions` (seconds, ratios)."""
         return {
-            "rest_block_s": self.rest_block_ms / 1000,
-            "rest_window_s": self.rest_window_ms / 1000,
-            "rest_quantile": self.rest_quantile,
-            "onset_exponent": self.onset_exponent,
-            "onset_fraction": self.onset_fraction,
-            "onset_min": self.onset_min,
-            "onset_max": self.onset_max,
-            "offset_exponent": self.offset_exponent,
-            "offset_min": self.offset_min,
-            "refine_ratio": self.refine_ratio,
-            "refine_quantile": self.refine_quantile,
-            "refine_reach_s": self.refine_reach_ms / 1000,
-            "sustain_s": self.sustain_ms / 1000,
-            "split_depth": self.split_depth,
-            "split_smooth_s": self.split_smooth_ms / 1000,
-            "min_contrast": self.min_contrast,
-            "min_duration_s": self.min_contraction_ms / 1000,
-            "merge_gap_s": self.merge_gap_ms / 1000,
-            "max_duration_s": self.max_contraction_ms / 1000,
+            arg: getattr(self, name) / 1000 if name.endswith("_ms") else getattr(self, name)
+            for name, arg in _DETECTION.items()
         }
+
+    def detection_options(self) -> dict[str, float]:
+        """The options detection uses, under their own names (for ``processing``)."""
+        return {name: getattr(self, name) for name in _DETECTION}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for a process boundary or the result's ``processing``)."""
@@ -206,6 +199,31 @@ class AnalysisOptions:
             return cls(**data)
         except TypeError as exc:
             raise InvalidOptionsError(f"invalid analysis options: {exc}") from None
+
+
+#: option name -> keyword of detect_contractions (``_ms`` options are passed in seconds)
+_DETECTION = {
+    "rest_block_ms": "rest_block_s",
+    "rest_window_ms": "rest_window_s",
+    "rest_quantile": "rest_quantile",
+    "onset_exponent": "onset_exponent",
+    "onset_fraction": "onset_fraction",
+    "onset_min": "onset_min",
+    "onset_max": "onset_max",
+    "offset_exponent": "offset_exponent",
+    "offset_min": "offset_min",
+    "refine_ratio": "refine_ratio",
+    "refine_quantile": "refine_quantile",
+    "refine_reach_ms": "refine_reach_s",
+    "sustain_ms": "sustain_s",
+    "split_depth": "split_depth",
+    "split_smooth_ms": "split_smooth_s",
+    "min_contrast": "min_contrast",
+    "min_contraction_ms": "min_duration_s",
+    "merge_gap_ms": "merge_gap_s",
+    "max_contraction_ms": "max_duration_s",
+    "min_peak_fraction": "min_peak_fraction",
+}
 
 
 class _FrozenDict(dict):

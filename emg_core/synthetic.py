@@ -42,7 +42,7 @@ GAME_THRESHOLD_SD = 3.0
 
 @dataclass(frozen=True, slots=True)
 class Burst:
-    """One true contraction.
+    """One burst of muscle activity: a true contraction, or a weak effort where the truth says so.
 
     Attributes
     ----------
@@ -488,12 +488,24 @@ class RealisticSpec:
         Plateau RMS as x rest, drawn log-uniformly per burst (e.g. ``(3, 4)`` for a weak
         channel). Measured on the envelope (plateau median over the median at rest) it comes
         out near 0.7 x the draw: the tremor lowers the plateau's median, steps of the rest level
-        raise the rest's.
+        raise the rest's. The default spread (2.4x) is that of the contractions the game counts
+        in real sessions: relative to the median of a channel's strongest quarter, their peaks
+        lie at 0.43 (5th percentile), 0.60 (25th) and 0.77 (median).
     tremor_sigma : float
         SD of the natural log of the amplitude modulation within a burst; each burst's
         modulation is scaled so its plateau RMS stays the burst's amplitude.
     tremor_s : float
         Kernel width (s) of that modulation.
+    effort_rate : float
+        Weak efforts per second of eligible rest (Poisson count): bursts like the others but at
+        ``effort_fraction`` of the channel's strongest burst, at least ``effort_clearance_s``
+        from any burst. Real sessions hold such stirrings well above rest (0 to 13 per
+        channel, 4 on average); the game counts none of them, and neither should we.
+    effort_fraction : (float, float)
+        Plateau RMS of a weak effort as a fraction of the strongest burst's, drawn
+        log-uniformly (real ones peak at 0.11-0.27 of the strong contractions, a few higher).
+    effort_clearance_s : float
+        Least rest between a weak effort and a burst.
     blip_rate : float
         Rest blips per second of eligible rest (Poisson count).
     blip_height : (float, float)
@@ -551,9 +563,12 @@ class RealisticSpec:
     hold_share: float = 0.05
     hold_s: tuple[float, float] = (2.0, 5.0)
     ramp_s: tuple[float, float] = (0.05, 0.2)
-    contrast: tuple[float, float] = (30.0, 110.0)
+    contrast: tuple[float, float] = (45.0, 110.0)
     tremor_sigma: float = 0.2
     tremor_s: float = 0.08
+    effort_rate: float = 0.15
+    effort_fraction: tuple[float, float] = (0.1, 0.24)
+    effort_clearance_s: float = 1.0
     blip_rate: float = 0.4
     blip_height: tuple[float, float] = (5.0, 20.0)
     blip_width_s: tuple[float, float] = (0.02, 0.15)
@@ -577,13 +592,16 @@ class RealisticSpec:
     def __post_init__(self) -> None:
         for name in (
             "rest_v", "rest_step_factor", "cluster_size", "intra_gap_s", "inter_gap_s",
-            "burst_s", "hold_s", "ramp_s", "contrast", "blip_height", "blip_width_s",
-            "dropout_s", "dc_v",
+            "burst_s", "hold_s", "ramp_s", "contrast", "effort_fraction", "blip_height",
+            "blip_width_s", "dropout_s", "dc_v",
         ):  # fmt: skip
             low, high = getattr(self, name)
             if not low <= high:
                 raise ValueError(f"{name} must be a (low, high) range, got {(low, high)}")
-        positive = ("rest_v", "burst_s", "hold_s", "contrast", "blip_width_s", "dropout_s")
+        positive = (
+            "rest_v", "burst_s", "hold_s", "contrast", "effort_fraction", "blip_width_s",
+            "dropout_s",
+        )  # fmt: skip
         if any(getattr(self, name)[0] <= 0 for name in positive):
             raise ValueError(f"the ranges {', '.join(positive)} must be positive")
         if self.cluster_size[0] < 1 or self.blip_height[0] < 1 or self.rest_step_factor[0] <= 0:
@@ -747,6 +765,8 @@ class ChannelTruth:
         Cluster number of each burst (same order as ``bursts``).
     mvc_v : float, optional
         The plateau RMS at 100 % MVC: the strongest burst's amplitude (``None`` without bursts).
+    efforts : tuple of Burst
+        Weak efforts, in time order: activity, but not contractions.
     blips : tuple of Blip
         Rest spikes, in time order.
     dropouts : tuple of Dropout
@@ -767,6 +787,7 @@ class ChannelTruth:
     bursts: tuple[Burst, ...]
     clusters: tuple[int, ...]
     mvc_v: float | None
+    efforts: tuple[Burst, ...]
     blips: tuple[Blip, ...]
     dropouts: tuple[Dropout, ...]
     hum: MainsHum | None
@@ -925,7 +946,8 @@ def realistic_recording(
 
 # one random stream per phenomenon, so switching one off leaves the others' draws alone
 _STREAMS = (
-    "level", "noise", "flicker", "bursts", "carrier", "tremor", "blips", "dropouts", "hum", "dc"
+    "level", "noise", "flicker", "bursts", "carrier", "tremor", "blips", "dropouts", "hum", "dc",
+    "efforts",
 )  # fmt: skip
 
 
@@ -950,9 +972,14 @@ def _realistic_channel(
         Burst(label, k, start, end, amp, ramp)
         for k, (start, end, amp, ramp, _) in enumerate(placed)
     )
+    strongest = max((b.amplitude for b in bursts), default=None)
+    busy = [
+        (b.start_s - spec.effort_clearance_s, b.end_s + spec.effort_clearance_s) for b in bursts
+    ]
+    efforts = _place_efforts(rng["efforts"], spec, label, strongest, busy, duration)
     amplitude = np.zeros(n)
     tremor = _lognormal(rng["tremor"], t, spec.tremor_sigma, spec.tremor_s)
-    for b in bursts:
+    for b in bursts + efforts:
         i0, i1 = np.searchsorted(t, [b.start_s, b.end_s])
         p0, p1 = np.searchsorted(t, [b.start_s + b.ramp_s, b.end_s - b.ramp_s])
         _add_burst(amplitude, t, b.start_s, b.end_s, b.ramp_s, b.amplitude)
@@ -961,7 +988,7 @@ def _realistic_channel(
         amplitude[i0:i1] *= tremor[i0:i1] / np.sqrt(np.mean(plateau**2))
     raw += amplitude * _emg_carrier(rng["carrier"], n, rate)
 
-    busy = [(b.start_s - spec.clearance_s, b.end_s + spec.clearance_s) for b in bursts]
+    busy = [(b.start_s - spec.clearance_s, b.end_s + spec.clearance_s) for b in bursts + efforts]
     dropouts = _place_dropouts(rng["dropouts"], spec, label, bursts, busy, duration, rate)
     busy += [(d.start_s - spec.clearance_s, d.end_s + spec.clearance_s) for d in dropouts]
     blips = _place_blips(rng["blips"], spec, label, rest, busy, duration)
@@ -986,7 +1013,6 @@ def _realistic_channel(
         raw[d.start_sample : d.end_sample] = d.rail_v
         clipped[d.start_sample : d.end_sample] = False
 
-    strongest = max((b.amplitude for b in bursts), default=None)
     detail = ChannelTruth(
         label=label,
         spec=spec,
@@ -994,6 +1020,7 @@ def _realistic_channel(
         bursts=bursts,
         clusters=tuple(p[4] for p in placed),
         mvc_v=strongest,
+        efforts=efforts,
         blips=blips,
         dropouts=dropouts,
         hum=hum,
@@ -1074,6 +1101,37 @@ def _place_bursts(
                 start += rng.uniform(*spec.intra_gap_s)
         start += rng.uniform(*spec.inter_gap_s)
         cluster += 1
+
+
+def _place_efforts(
+    rng: np.random.Generator,
+    spec: RealisticSpec,
+    label: str,
+    strongest: float | None,
+    busy: list[tuple[float, float]],
+    duration: float,
+) -> tuple[Burst, ...]:
+    """Weak efforts in the rest between bursts (none on a channel without bursts)."""
+    if spec.effort_rate <= 0 or strongest is None:
+        return ()
+    lo, hi = spec.lead_s, duration - _TAIL_S
+    free_s = (hi - lo) - sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in busy)
+    taken = list(busy)
+    placed = []
+    for _ in range(int(rng.poisson(spec.effort_rate * max(free_s, 0.0)))):
+        length = _log_uniform(rng, spec.burst_s)
+        amp = strongest * _log_uniform(rng, spec.effort_fraction)
+        ramp = min(float(rng.uniform(*spec.ramp_s)), length / 3)
+        for _ in range(50):
+            start = float(rng.uniform(lo, hi - length))
+            span = (start, start + length)
+            if _free(span, taken):
+                # two efforts closer than a merge gap would be one: keep them a second apart
+                taken.append((span[0] - 1.0, span[1] + 1.0))
+                placed.append((start, start + length, amp, ramp))
+                break
+    placed.sort()
+    return tuple(Burst(label, k, *p) for k, p in enumerate(placed))
 
 
 def _free(span: tuple[float, float], busy: list[tuple[float, float]]) -> bool:

@@ -78,6 +78,24 @@ def test_onsets_and_offsets_are_accurate(case):
 
 
 @pytest.mark.parametrize("case", CASES)
+def test_weak_efforts_are_never_counted_and_the_channel_says_how_many_it_left_out(case):
+    efforts = tall = reported = 0
+    for seed, truth, result, _ in _sessions(case):
+        for channel in result.channels:
+            weak = truth.channel(channel.name).efforts
+            efforts += len(weak)
+            # an effort holding over the onset level is a candidate the rule must turn down
+            tall += sum(e.amplitude >= channel.onset_level and e.duration_s >= 0.5 for e in weak)
+            for c in channel.contractions:
+                hit = _overlaps(c.start_ms / 1000, c.end_ms / 1000, weak)
+                assert not hit, f"seed {seed} {channel.name}: contraction {c.index} is {hit}"
+            said = [w for w in channel.warnings if "weak effort" in w]
+            reported += int(said[0].split()[0]) if said else 0
+    assert tall >= 5  # the loops ran over real work
+    assert tall <= reported <= efforts + 2, (tall, reported, efforts)
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_no_contraction_and_no_mvc_window_touches_a_dropout(case):
     for seed, truth, result, _ in _sessions(case):
         for channel in result.channels:

@@ -36,11 +36,12 @@ def _envelope(x: np.ndarray, rate: float) -> np.ndarray:
 
 
 def _quiet(ch: ChannelTruth, n: int, rate: float, margin_s: float = 0.3) -> np.ndarray:
-    """Samples at least ``margin_s`` from every burst, blip and dropout (and the file's edges)."""
+    """Samples at least ``margin_s`` from every burst, weak effort, blip and dropout (and the
+    file's edges)."""
     quiet = np.ones(n, dtype=bool)
     edge = round(margin_s * rate)
     quiet[:edge] = quiet[n - edge :] = False
-    spans = [(b.start_s, b.end_s) for b in ch.bursts] + [(b.start_s, b.end_s) for b in ch.blips]
+    spans = [(b.start_s, b.end_s) for b in ch.bursts + ch.efforts + ch.blips]
     spans += [(d.start_s, d.end_s) for d in ch.dropouts]
     for start, end in spans:
         quiet[max(0, round((start - margin_s) * rate)) : round((end + margin_s) * rate)] = False
@@ -64,15 +65,23 @@ def test_same_seed_same_recording_other_seed_other_recording():
 
 def test_switching_a_phenomenon_off_leaves_the_others_draws_alone():
     _, _, base = _signals(1)
-    for off in ({"blip_rate": 0.0}, {"hum_x_rest": 0.0}, {"dropouts": 0}, {"flicker_sigma": 0.0}):
+    offs = (
+        {"blip_rate": 0.0},
+        {"hum_x_rest": 0.0},
+        {"dropouts": 0},
+        {"flicker_sigma": 0.0},
+        {"effort_rate": 0.0},
+    )
+    for off in offs:
         _, _, other = realistic_signals(seed=1, **off)
         for a, b in zip(base.details, other.details, strict=True):
             assert a.bursts == b.bursts, off
             assert a.rest == replace(b.rest, flicker_sigma=a.rest.flicker_sigma), off
-            if "dropouts" not in off:
+            if "dropouts" not in off and "effort_rate" not in off:
                 assert a.dropouts == b.dropouts, off
         assert other.details[0].blips == () if "blip_rate" in off else other.details[0].blips
         assert (other.details[0].hum is None) == ("hum_x_rest" in off)
+        assert (other.details[0].efforts == ()) == ("effort_rate" in off)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -209,6 +218,28 @@ def test_blips_lie_in_rest_away_from_bursts_and_dropouts(seed):
             )
             for b in [*ch.bursts, *ch.dropouts]:
                 assert blip.end_s <= b.start_s - 0.3 or blip.start_s >= b.end_s + 0.3
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_weak_efforts_lie_in_rest_at_a_fraction_of_the_strongest_burst(seed):
+    _, _, truth = _signals(seed)
+    for ch in truth.details:
+        assert [e.start_s for e in ch.efforts] == sorted(e.start_s for e in ch.efforts)
+        for e in ch.efforts:
+            assert 0.1 <= e.amplitude / ch.mvc_v <= 0.24
+            for b in ch.bursts:
+                assert e.end_s <= b.start_s - 1.0 or e.start_s >= b.end_s + 1.0
+            for d in [*ch.dropouts, *ch.blips]:
+                assert e.end_s <= d.start_s - 0.3 or e.start_s >= d.end_s + 0.3
+        for a, b in zip(ch.efforts, ch.efforts[1:], strict=False):
+            assert b.start_s >= a.end_s + 1.0
+    assert sum(len(ch.efforts) for ch in truth.details) >= 1
+
+
+def test_weak_efforts_come_at_about_the_real_sessions_rate():
+    counts = [len(ch.efforts) for seed in SEEDS for ch in _signals(seed)[2].details]
+    # real clean channels hold 0-13 weak efforts, 4 on average
+    assert 1.0 <= np.mean(counts) <= 6.0, counts
 
 
 def test_envelope_statistics_fall_in_the_ranges_of_real_sessions():
