@@ -27,15 +27,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 async def requeue(dsn: str, args: argparse.Namespace) -> int:
     import asyncpg
 
-    from daemon import queries
+    from daemon.queue import JobQueue
 
     conn = await asyncpg.connect(dsn)
     try:
+        queue = JobQueue(conn)
         if args.session:
-            return await conn.fetchval(queries.REQUEUE_ONE, args.session)
+            return await queue.requeue(args.session)
         if args.failed:
-            return await conn.fetchval(queries.REQUEUE_FAILED, args.since)
-        return await conn.fetchval(queries.REPROCESS_ALL)
+            return await queue.requeue_failed(args.since)
+        return await queue.reprocess_all()
     finally:
         await conn.close()
 

@@ -18,28 +18,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
 async def collect(dsn: str, failures: int = 10) -> dict:
     import asyncpg
 
-    from daemon import queries
+    from daemon.queue import JobQueue
 
     conn = await asyncpg.connect(dsn)
     try:
-        depth = await conn.fetch(queries.QUEUE_DEPTH)
-        failed = await conn.fetch(queries.RECENT_FAILURES, failures)
+        queue = JobQueue(conn)
+        depth = await queue.queue_depth()
+        failed = await queue.recent_failures(failures)
     finally:
         await conn.close()
-    pending = next(r for r in depth if r["state"] == "pending")
+    pending = next(d for d in depth if d.state == "pending")
     return {
-        "queue": {r["state"]: r["jobs"] for r in depth},
-        "oldest_pending": pending["oldest"].isoformat() if pending["oldest"] else None,
+        "queue": {d.state: d.jobs for d in depth},
+        "oldest_pending": pending.oldest.isoformat() if pending.oldest else None,
         "failures": [
             {
-                "session_id": str(r["session_id"]),
-                "object": f"{r['bucket_id']}/{r['object_name']}",
-                "state": r["state"],
-                "attempts": r["attempts"],
-                "reason": r["last_error"],
-                "finished_at": r["finished_at"].isoformat() if r["finished_at"] else None,
+                "session_id": f.session_id,
+                "object": f"{f.bucket_id}/{f.object_name}",
+                "state": f.state,
+                "attempts": f.attempts,
+                "reason": f.last_error,
+                "finished_at": f.finished_at.isoformat() if f.finished_at else None,
             }
-            for r in failed
+            for f in failed
         ],
     }
 

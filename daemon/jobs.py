@@ -30,15 +30,14 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
 import structlog
 
-from daemon import queries
 from daemon.dberrors import TRANSIENT_DB_ERRORS, describe, is_transient
 from daemon.isolation import AnalysisRejected, WorkerCrashed, WorkerTimeout
+from daemon.queue import ClaimedJob, JobQueue, Reuse, Stage
 from daemon.storage import StorageBackend, StorageError, StorageUnavailable
 
 log = structlog.get_logger(__name__)
@@ -48,45 +47,13 @@ QUARANTINE_AFTER_CRASHES = 2
 BACKOFF_INITIAL_S = 2.0
 BACKOFF_MAX_S = 300.0
 
-# Re-exported for the modules that import it from here; daemon/dberrors.py owns the verdict.
-__all__ = ["TRANSIENT_DB_ERRORS", "Analyser", "ClaimedJob", "JobRunner", "Permanent"]
+__all__ = ["Analyser", "ClaimedJob", "JobRunner", "Permanent"]
 
 
 class Analyser(Protocol):
     async def analyse(
         self, data: bytes, *, name: str, options: dict[str, Any]
     ) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedJob:
-    job_id: int
-    session_id: str
-    lease_token: str
-    attempts: int
-    max_attempts: int
-    crashes: int
-    bucket_id: str
-    object_name: str
-    object_version: str | None
-    patient_id: str | None
-    object_size: int | None = None
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> ClaimedJob:
-        return cls(
-            job_id=row["job_id"],
-            session_id=str(row["session_id"]),
-            lease_token=str(row["lease_token"]),
-            attempts=row["attempts"],
-            max_attempts=row["max_attempts"],
-            crashes=row["crashes"],
-            bucket_id=row["bucket_id"],
-            object_name=row["object_name"],
-            object_version=row["object_version"],
-            patient_id=None if row["patient_id"] is None else str(row["patient_id"]),
-            object_size=row["object_size"],
-        )
 
 
 class Permanent(Exception):
@@ -104,7 +71,7 @@ class JobRunner:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        queue: JobQueue,
         storage: StorageBackend,
         analyser: Analyser,
         *,
@@ -114,7 +81,7 @@ class JobRunner:
         max_attempts: int | None = None,
         max_file_bytes: int | None = None,
     ) -> None:
-        self._pool = pool
+        self._queue = queue
         self._max_attempts = max_attempts
         self._max_bytes = max_file_bytes
         self._storage = storage
@@ -136,8 +103,7 @@ class JobRunner:
             except asyncio.CancelledError:
                 # Shutdown past the grace period: hand the job back untouched.
                 with contextlib.suppress(Exception):
-                    release = self._call(queries.RELEASE_JOB, job.job_id, job.lease_token)
-                    await asyncio.shield(release)
+                    await asyncio.shield(self._queue.release(job))
                 log.info("job_released", attempt=job.attempts)
                 self._metrics.jobs_finished_total.labels(outcome="released").inc()
                 raise
@@ -201,35 +167,27 @@ class JobRunner:
         sha256 = hashlib.sha256(data).hexdigest()
 
         # identical content already analysed: reuse it; else the stage becomes "analysing"
-        verdict = await self._call(
-            queries.REUSE_OR_STAGE,
-            job.job_id,
-            job.lease_token,
-            sha256,
-            len(data),
-            self._version,
-            json.dumps(self._options),
-            "analysing",
-            0.4,
+        verdict = await self._queue.reuse_or_stage(
+            job,
+            sha256=sha256,
+            size=len(data),
+            analysis_version=self._version,
+            options=self._options,
+            next_stage=Stage.ANALYSING,
         )
-        if verdict != "staged":
-            return "reused" if verdict == "reused" else "lease_lost"
+        if verdict is not Reuse.STAGED:
+            return str(verdict)
         t = time.perf_counter()
         result = await self._analyser.analyse(data, name=job.object_name, options=self._options)
         timings["analyse"] = self._observe("analyse", t)
         # The options that produced the result travel with it so identical reruns can be skipped.
         result.setdefault("processing", {})["options"] = self._options
 
-        if not await self._stage(job, "saving", 0.9):
+        if not await self._queue.set_stage(job, Stage.SAVING):
             return "lease_lost"
         t = time.perf_counter()
-        committed = await self._call(
-            queries.COMPLETE_JOB,
-            job.job_id,
-            job.lease_token,
-            json.dumps(result, allow_nan=False),
-            sha256,
-            len(data),
+        committed = await self._queue.complete(
+            job, result_json=json.dumps(result, allow_nan=False), sha256=sha256, size=len(data)
         )
         timings["save"] = self._observe("save", t)
         return "succeeded" if committed else "lease_lost"
@@ -245,13 +203,6 @@ class JobRunner:
         elapsed = time.perf_counter() - since
         self._metrics.job_stage_seconds.labels(stage=stage).observe(elapsed)
         return elapsed
-
-    async def _call(self, sql: str, *args: Any) -> Any:
-        return await self._pool.fetchval(sql, *args)
-
-    async def _stage(self, job: ClaimedJob, stage: str, progress: float) -> bool:
-        ok = await self._call(queries.SET_STAGE, job.job_id, job.lease_token, stage, progress)
-        return bool(ok)
 
     async def _retry_or_fail(self, job: ClaimedJob, reason: str, *, crashed: bool = False) -> str:
         # The job row carries its own limit; the daemon's setting can only lower it.
@@ -274,9 +225,12 @@ class JobRunner:
         crashed: bool = False,
     ) -> str:
         try:
-            ok = await self._call(
-                queries.FINISH_JOB, job.job_id, job.lease_token, state, reason, retry_in, crashed
-            )
+            if state == "pending":
+                ok = await self._queue.retry(job, reason, after_s=retry_in, crashed=crashed)
+            elif state == "quarantined":
+                ok = await self._queue.quarantine(job, reason)
+            else:
+                ok = await self._queue.fail(job, reason, crashed=crashed)
         except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as exc:
             # The lease will expire and another pass will pick the job up: nothing is lost.
             log.warning("job_finish_failed", error=repr(exc))

@@ -33,8 +33,8 @@ from typing import Any
 import asyncpg
 import structlog
 
-from daemon import queries
 from daemon.dberrors import TRANSIENT_DB_ERRORS, is_transient
+from daemon.queue import LISTEN_CHANNEL, PROBE_CHANNEL
 
 log = structlog.get_logger(__name__)
 
@@ -136,8 +136,8 @@ class Listener:
             self._failures += 1  # until this connection is verified
             conn = await asyncpg.connect(self._dsn, timeout=10)
             conn.add_termination_listener(lambda _c: lost.done() or lost.set_result(None))
-            await conn.add_listener(queries.LISTEN_CHANNEL, self._notified)
-            await conn.add_listener(queries.PROBE_CHANNEL, self._probed)
+            await conn.add_listener(LISTEN_CHANNEL, self._notified)
+            await conn.add_listener(PROBE_CHANNEL, self._probed)
             self._connects += 1
             if self._connects > 1 and self._on_reconnect is not None:
                 self._on_reconnect()
@@ -146,7 +146,7 @@ class Listener:
                 raise ListenerBroken(self.reason)
             self._failures = 0  # a verified connection: the next loss starts the backoff afresh
             self.mode, self.reason = "listening", ""
-            log.info("listener_connected", channel=queries.LISTEN_CHANNEL)
+            log.info("listener_connected", channel=LISTEN_CHANNEL)
             # Catch-up after the probe: whatever was committed before this point is found by it,
             # whatever comes after is notified to a verified connection.
             self._on_connect()
@@ -182,7 +182,7 @@ class Listener:
         fut = asyncio.get_running_loop().create_future()
         self._probes[token] = fut
         try:
-            await self._send_probe(queries.PROBE_CHANNEL, token)
+            await self._send_probe(PROBE_CHANNEL, token)
             await asyncio.wait_for(fut, self._probe_timeout)
             return True
         except TimeoutError:

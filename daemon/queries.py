@@ -1,52 +1,11 @@
-"""Every SQL statement the daemon sends, named.
+"""SQL the local mode and the demo send, named.
 
-The logic lives in SQL functions (supabase/migrations); this module only names the calls, so a
-reader can see the daemon's whole conversation with PostgreSQL in one screen.
+The daemon's conversation with the job queue lives in ``daemon/queue.py``; what is left here
+does what Supabase itself does in production (store an object's row, create accounts) and the
+demo's reads of its results.
 """
 
 from __future__ import annotations
-
-LISTEN_CHANNEL = "emgd_jobs"
-PROBE_CHANNEL = "emgd_probe"
-
-CLAIM_JOBS = "select * from emgd.claim_jobs($1::uuid, $2::int, $3::float8)"
-HEARTBEAT = "select emgd.heartbeat($1::uuid, $2::bigint[], $3::float8) as job_id"
-RESCUE_EXPIRED = "select emgd.rescue_expired()"
-# on the daemon's own connection: a lock the database frees when the process dies
-HOLD_OWNER_LOCK = "select emgd.hold_owner_lock($1::uuid)"
-# seconds until the earliest pending job is due (a retry's backoff), or null with none pending
-NEXT_DUE_IN = (
-    "select extract(epoch from min(run_after) - clock_timestamp())::float8"
-    " from emgd.jobs where state = 'pending'"
-)
-SET_STAGE = "select emgd.set_stage($1::bigint, $2::uuid, $3::text, $4::real)"
-COMPLETE_JOB = "select emgd.complete_job($1::bigint, $2::uuid, $3::jsonb, $4::text, $5::bigint)"
-REUSE_OR_STAGE = (
-    "select emgd.reuse_or_stage($1::bigint, $2::uuid, $3::text, $4::bigint, $5::text, $6::jsonb,"
-    " $7::text, $8::real)"
-)
-FINISH_JOB = (
-    "select emgd.finish_job($1::bigint, $2::uuid, $3::text, $4::text,"
-    " make_interval(secs => $5::float8), $6::boolean)"
-)
-RELEASE_JOB = "select emgd.release_job($1::bigint, $2::uuid)"
-CATCH_UP = "select emgd.catch_up()"
-QUEUE_DEPTH = "select state, jobs, oldest from emgd.queue_depth()"
-PING = "select 1"
-PROBE_NOTIFY = "select pg_notify($1::text, $2::text)"
-
-# status / requeue verbs
-RECENT_FAILURES = """
-    select s.id as session_id, s.bucket_id, s.object_name, j.state, j.attempts, j.crashes,
-           j.last_error, j.finished_at
-    from emgd.jobs j join public.sessions s on s.id = j.session_id
-    where j.state in ('failed', 'quarantined')
-    order by j.finished_at desc nulls last
-    limit $1::int
-"""
-REQUEUE_ONE = "select emgd.requeue($1::uuid)"
-REQUEUE_FAILED = "select emgd.requeue_failed($1::text::interval)"
-REPROCESS_ALL = "select emgd.reprocess_all()"
 
 # upload verb (local storage mode): the row Supabase Storage itself inserts after storing the bytes
 INSERT_STORAGE_OBJECT = """

@@ -23,13 +23,13 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-import asyncpg
 import structlog
 
-from daemon import queries
+from daemon.dberrors import TRANSIENT_DB_ERRORS
 from daemon.health import HealthServer
-from daemon.jobs import TRANSIENT_DB_ERRORS, Analyser, ClaimedJob, JobRunner
+from daemon.jobs import Analyser, JobRunner
 from daemon.listener import RECONNECTABLE, Listener, database_unavailable
+from daemon.queue import ClaimedJob, JobQueue, OwnerLock
 from daemon.settings import Settings
 from daemon.storage import StorageBackend
 
@@ -56,13 +56,6 @@ def _transient(exc: BaseException) -> bool:
     return database_unavailable(exc)
 
 
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """Pool reset: nothing to undo. Every statement the daemon sends is one self-contained call
-    whose settings (SET LOCAL) end with its transaction, and asyncpg still rolls back an open
-    transaction on release; the default reset (RESET ALL, UNLISTEN *, CLOSE ALL, advisory
-    unlock) would add a round trip to every query, doubling the queue's per-job traffic."""
-
-
 class Daemon:
     def __init__(
         self,
@@ -75,7 +68,10 @@ class Daemon:
         analysis_version: str,
         options: dict[str, Any] | None = None,
         pool_stats: Any | None = None,
+        queue: JobQueue | None = None,
     ) -> None:
+        """``queue``: the job queue to use (its pool stays the caller's); by default ``run``
+        makes one over ``dsn`` and closes it at the end."""
         self._pool_stats = pool_stats
         self.settings = settings
         self.owner = uuid.uuid4()  # per process start, never the host name: restarts are new owners
@@ -86,10 +82,10 @@ class Daemon:
         self._version = analysis_version
         self._options = options
         self._health: HealthServer | None = None
-        self._pool: asyncpg.Pool | None = None
-        # Holds the owner lock for as long as this process lives (see _hold_owner_lock).
-        self._owner_conn: asyncpg.Connection | None = None
-        self._owner_locked = False
+        self._queue = queue
+        self._own_queue = queue is None
+        # Held for as long as this process lives (see _hold_owner_lock).
+        self._owner_lock = OwnerLock(dsn, self.owner)
         self._owner_guard = asyncio.Lock()  # the claim loop and the lease keeper both call it
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -165,17 +161,11 @@ class Daemon:
 
     async def run(self) -> int:
         s = self.settings
-        self._pool = await asyncpg.create_pool(
-            self._dsn,
-            # no connection at creation: a daemon started while the database is down waits for
-            # it in the claim loop like any other outage, instead of failing to start
-            min_size=0,
-            max_size=s.concurrency + 3,
-            command_timeout=60,
-            reset=_keep_session,
-        )
+        if self._queue is None:
+            self._queue = await JobQueue.connect(self._dsn, max_size=s.concurrency + 3)
+        queue = self._queue
         runner = JobRunner(
-            self._pool,
+            queue,
             self._storage,
             self._analyser,
             metrics=self._metrics,
@@ -227,10 +217,10 @@ class Daemon:
                 log.error("daemon_task_failed", error=repr(exc))
             await self._release_all()
         finally:
-            await self._pool.close()
-            if self._owner_conn is not None:
-                with contextlib.suppress(Exception):
-                    await self._owner_conn.close(timeout=5)
+            if self._own_queue:
+                await queue.close()
+            with contextlib.suppress(Exception):
+                await self._owner_lock.close()
         log.info("daemon_stopped", exit_code=code)
         return code
 
@@ -269,7 +259,7 @@ class Daemon:
                     await self._hold_owner_lock()  # never hold a job the others think orphaned
                 rows = await self._claim(free) if free > 0 else []
                 if free == 0 and self._db_down_since is not None:
-                    await self._pool.fetchval(queries.PING)  # no claim to tell us it is back
+                    await self._queue.ping()  # no claim to tell us it is back
                     self._db_ok()
             except Exception as exc:
                 if not _transient(exc):
@@ -284,17 +274,16 @@ class Daemon:
             if free > 0:
                 claimed = len(rows)
                 now = time.perf_counter()
-                for row in rows:
-                    self._start(runner, ClaimedJob.from_row(row), now)
+                for job in rows:
+                    self._start(runner, job, now)
             if free > 0 and claimed == free:
                 continue  # the queue may hold more: claim again before sleeping
             await self._sleep(await self._idle_wait(free, claimed))
         await self._drain()
 
-    async def _claim(self, free: int) -> list[Any]:
-        s = self.settings
+    async def _claim(self, free: int) -> list[ClaimedJob]:
         claim = asyncio.ensure_future(
-            self._pool.fetch(queries.CLAIM_JOBS, self.owner, free, s.lease_seconds)
+            self._queue.claim(owner=self.owner, limit=free, lease_s=self.settings.lease_seconds)
         )
         try:
             rows = await asyncio.shield(claim)
@@ -304,19 +293,19 @@ class Daemon:
         self._db_ok()
         return rows
 
-    async def _hand_back(self, claim: asyncio.Future[list[Any]]) -> None:
+    async def _hand_back(self, claim: asyncio.Future[list[ClaimedJob]]) -> None:
         """Release what a claim cancelled in flight took (a side task died mid-claim).
 
         The server may commit the claim after the client stopped waiting for it: its jobs are in
         no in-flight map, so nothing else would release them before their leases expired.
         """
         try:
-            rows = await claim
+            jobs = await claim
         except (Exception, asyncio.CancelledError):
             return  # the claim failed or was abandoned: it took nothing we know of
-        for row in rows:
+        for job in jobs:
             with contextlib.suppress(*DB_ERRORS):
-                await self._pool.fetchval(queries.RELEASE_JOB, row["job_id"], row["lease_token"])
+                await self._queue.release(job)
 
     async def _idle_wait(self, free: int, claimed: int) -> float:
         """How long to sleep: the poll interval, or less when a retry comes due before it."""
@@ -327,7 +316,7 @@ class Daemon:
         if free == 0 or claimed > 0:
             return poll  # woken by a finished job or a notification anyway
         try:
-            due_in = await self._pool.fetchval(queries.NEXT_DUE_IN)
+            due_in = await self._queue.next_due_in()
         except Exception as exc:
             if not _transient(exc):
                 raise
@@ -335,7 +324,7 @@ class Daemon:
             return min(poll, OUTAGE_RETRY_MAX_S)
         if due_in is None:
             return poll
-        return min(poll, max(float(due_in), 0.0) + 0.01)
+        return min(poll, max(due_in, 0.0) + 0.01)
 
     def _start(self, runner: JobRunner, job: ClaimedJob, claimed_at: float) -> None:
         self._metrics.jobs_claimed_total.inc()
@@ -368,7 +357,7 @@ class Daemon:
     async def _catch_up(self) -> None:
         self._catch_up_due = False  # a request made while this one runs asks for another run
         try:
-            created = await self._pool.fetchval(queries.CATCH_UP)
+            created = await self._queue.catch_up()
         except BaseException:
             self._catch_up_due = True
             raise
@@ -377,7 +366,7 @@ class Daemon:
             log.info("catch_up_found_objects", sessions_created=created)
 
     async def _send_probe(self, channel: str, payload: str) -> None:
-        await self._pool.execute(queries.PROBE_NOTIFY, channel, payload)
+        await self._queue.notify(channel, payload)
 
     def _db_ok(self) -> None:
         now = time.monotonic()
@@ -410,10 +399,10 @@ class Daemon:
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + s.heartbeat_interval
                     await self._heartbeat()
-                    for row in await self._pool.fetch(queries.QUEUE_DEPTH):
-                        self._metrics.queue_depth.labels(state=row["state"]).set(row["jobs"])
+                    for depth in await self._queue.queue_depth():
+                        self._metrics.queue_depth.labels(state=depth.state).set(depth.jobs)
                 await self._hold_owner_lock()  # again at once if its connection was lost
-                rescued = await self._pool.fetchval(queries.RESCUE_EXPIRED)
+                rescued = await self._queue.rescue_expired()
                 if rescued:
                     log.warning("expired_leases_rescued", jobs=rescued)
                     self._wake.set()
@@ -426,35 +415,23 @@ class Daemon:
             await asyncio.sleep(min(s.heartbeat_interval, RESCUE_INTERVAL_S))
 
     async def _hold_owner_lock(self) -> None:
-        """Keep a connection of our own holding the advisory lock keyed by our owner id.
-
-        The database frees the lock when this process dies (its connection ends), and any live
-        daemon's rescue then hands our running jobs back at once instead of after their lease. A
-        paused process keeps its connection, so its jobs still wait for the lease. A new
-        connection takes the lock again; if an old session of ours still holds it, that session
-        vouches for us until the server notices it is gone, and the next call retries.
-        """
-        conn = self._owner_conn
-        if conn is not None and not conn.is_closed() and self._owner_locked:
+        """Keep holding the owner lock (``queue.OwnerLock``): a dead daemon's jobs are rescued
+        at once, a paused one's wait for their lease."""
+        if self._owner_lock.held:
             return
         async with self._owner_guard:
-            conn = self._owner_conn
-            if conn is None or conn.is_closed():
-                self._owner_locked = False
-                self._owner_conn = conn = await asyncpg.connect(self._dsn, timeout=10)
-            if not self._owner_locked:
-                self._owner_locked = bool(await conn.fetchval(queries.HOLD_OWNER_LOCK, self.owner))
+            await self._owner_lock.hold()
 
     async def _heartbeat(self) -> None:
         """Extend the leases of the jobs in flight; report those lost to another owner."""
         sent = dict(self._in_flight)
         if not sent:
             return
-        job_ids = list({job.job_id for _, job in sent.values()})
-        rows = await self._pool.fetch(
-            queries.HEARTBEAT, self.owner, job_ids, self.settings.lease_seconds
+        held = await self._queue.heartbeat(
+            owner=self.owner,
+            job_ids={job.job_id for _, job in sent.values()},
+            lease_s=self.settings.lease_seconds,
         )
-        held = {r["job_id"] for r in rows}
         # A job missing from the answer may have committed while the heartbeat was on its way
         # (its lease ends with the commit): that is a finished job, not a lost lease. Only a job
         # whose task still runs a moment later has really lost its lease.
@@ -501,6 +478,6 @@ class Daemon:
         await asyncio.wait([t for t, _ in entries], timeout=5)
         for _, job in entries:
             try:
-                await self._pool.fetchval(queries.RELEASE_JOB, job.job_id, job.lease_token)
+                await self._queue.release(job)
             except DB_ERRORS as exc:
                 log.warning("release_failed", job_id=job.job_id, error=repr(exc))

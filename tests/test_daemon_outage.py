@@ -31,11 +31,11 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import queries
+from daemon import queue
 from daemon.cmd_upload import upload
 from daemon.health import Metrics
-from daemon.jobs import ClaimedJob
 from daemon.migrate import apply_migrations
+from daemon.queue import ClaimedJob, JobQueue
 from daemon.runtime import serve
 from daemon.settings import load_settings
 from daemon.worker import Daemon
@@ -363,7 +363,7 @@ async def test_a_stale_pooled_connection_after_the_listener_lost_its_own_does_no
         reconnects = d.daemon._metrics.listener_reconnects_total._value.get()
         # The server ends the listener's connection (as a restart does), and the first catch-up
         # and probe after it meet a pooled connection that the same restart has just terminated.
-        pool.fail = {queries.CATCH_UP: 2, queries.PROBE_NOTIFY: 1}
+        pool.fail = {queue.CATCH_UP: 2, queue.NOTIFY: 1}
         killed = await db.fetchval(
             "select count(pg_terminate_backend(pid)) from pg_stat_activity"
             " where datname = current_database() and query like 'LISTEN%'"
@@ -378,8 +378,8 @@ async def test_a_stale_pooled_connection_after_the_listener_lost_its_own_does_no
             )
 
         await wait_for(listening_again, timeout=20, what="the listener to reconnect")
-        assert queries.CATCH_UP in pool.failed, pool.failed
-        await wait_for(lambda: not pool.fail.get(queries.CATCH_UP), timeout=10, what="retries")
+        assert queue.CATCH_UP in pool.failed, pool.failed
+        await wait_for(lambda: not pool.fail.get(queue.CATCH_UP), timeout=10, what="retries")
         # Work still flows: an upload is claimed through the reconnected listener's NOTIFY.
         settings_up = load_settings(
             database_url=db_url, storage_backend="local", local_storage_dir=tmp_path
@@ -396,7 +396,7 @@ async def test_a_stale_pooled_connection_after_the_listener_lost_its_own_does_no
 # -- unit: readiness before the first query, heartbeats racing commits ---------------------------
 
 
-def bare_daemon(tmp_path: Path, **overrides: object) -> Daemon:
+def bare_daemon(tmp_path: Path, queue: JobQueue | None = None, **overrides: object) -> Daemon:
     settings = daemon_settings("postgresql://postgres@127.0.0.1:1/none", tmp_path, **overrides)
     return Daemon(
         settings,
@@ -405,6 +405,7 @@ def bare_daemon(tmp_path: Path, **overrides: object) -> Daemon:
         analyser=None,
         metrics=Metrics(),
         analysis_version="test",
+        queue=queue,
     )
 
 
@@ -423,16 +424,16 @@ class HeartbeatPool:
         self.rounds = 0
 
     async def fetch(self, sql: str, *args: object) -> list:
-        if sql == queries.HEARTBEAT:
+        if sql == queue.HEARTBEAT:
             await self.during_heartbeat()
             return []  # none of the leases was extended
-        if sql == queries.QUEUE_DEPTH:
+        if sql == queue.QUEUE_DEPTH:
             self.rounds += 1
             return []
         raise AssertionError(sql)
 
     async def fetchval(self, sql: str, *args: object) -> object:
-        assert sql == queries.RESCUE_EXPIRED, sql
+        assert sql == queue.RESCUE_EXPIRED, sql
         return 0
 
 
@@ -452,7 +453,6 @@ def claimed(job_id: int) -> ClaimedJob:
 
 
 async def one_lease_round(d: Daemon, pool: HeartbeatPool) -> list[dict]:
-    d._pool = pool
     with capture_logs() as logs:
         keeper = asyncio.create_task(d._lease_loop())
         try:
@@ -466,7 +466,6 @@ async def one_lease_round(d: Daemon, pool: HeartbeatPool) -> list[dict]:
 
 @pytest.mark.parametrize("job_ends", ["before_the_answer", "after_the_answer"])
 async def test_a_job_committed_while_the_heartbeat_ran_is_not_a_lost_lease(tmp_path, job_ends):
-    d = bare_daemon(tmp_path, heartbeat_interval=5.0)
     committed = asyncio.Event()
 
     async def job() -> str:
@@ -478,26 +477,29 @@ async def test_a_job_committed_while_the_heartbeat_ran_is_not_a_lost_lease(tmp_p
         if job_ends == "before_the_answer":
             await asyncio.sleep(0.05)  # the job's task ends before the heartbeat's answer
 
+    pool = HeartbeatPool(commit_meanwhile)
+    d = bare_daemon(tmp_path, JobQueue(pool), heartbeat_interval=5.0)
+
     job_ = claimed(41)
     d._in_flight[job_.lease_token] = (asyncio.create_task(job()), job_)
     task = d._in_flight[job_.lease_token][0]
     task.add_done_callback(lambda _t: d._in_flight.pop(job_.lease_token, None))
-    logs = await one_lease_round(d, HeartbeatPool(commit_meanwhile))
+    logs = await one_lease_round(d, pool)
     assert not [e for e in logs if e["event"] == "leases_lost"], logs
     await task
 
 
 async def test_a_job_still_running_without_its_lease_is_reported_lost(tmp_path):
-    d = bare_daemon(tmp_path, heartbeat_interval=5.0)
-    job_ = claimed(42)
-    running = asyncio.create_task(asyncio.sleep(60))
-    d._in_flight[job_.lease_token] = (running, job_)
-
     async def nothing() -> None:
         return None
 
+    pool = HeartbeatPool(nothing)
+    d = bare_daemon(tmp_path, JobQueue(pool), heartbeat_interval=5.0)
+    job_ = claimed(42)
+    running = asyncio.create_task(asyncio.sleep(60))
+    d._in_flight[job_.lease_token] = (running, job_)
     try:
-        logs = await one_lease_round(d, HeartbeatPool(nothing))
+        logs = await one_lease_round(d, pool)
     finally:
         running.cancel()
     lost = [e for e in logs if e["event"] == "leases_lost"]

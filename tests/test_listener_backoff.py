@@ -13,7 +13,7 @@ import contextlib
 import asyncpg
 import pytest
 
-from daemon import queries
+from daemon import queue
 from daemon.listener import Listener
 
 INITIAL, MAX = 0.2, 10.0
@@ -74,7 +74,7 @@ def listener_for(script: Script) -> Listener:
     listener: Listener
 
     async def send_probe(channel: str, token: str) -> None:
-        assert channel == queries.PROBE_CHANNEL
+        assert channel == queue.PROBE_CHANNEL
         listener._probed(None, 0, channel, token)  # the probe comes back at once
 
     def on_connect():

@@ -7,9 +7,9 @@ import uuid
 
 import asyncpg
 
-from daemon import queries
 from daemon.health import Metrics
-from daemon.jobs import ClaimedJob, JobRunner
+from daemon.jobs import JobRunner
+from daemon.queue import JobQueue
 from daemon.storage import LocalStorage
 from daemon.worker import Daemon
 from tests import dbutil
@@ -25,6 +25,8 @@ async def test_release_all_hands_back_jobs_whose_task_never_started(db, db_url, 
     patient = await dbutil.make_user(db, "patient")
     await dbutil.upload_object(db, dbutil.BUCKET, f"{patient}/x.c3d", user_id=patient, data=b"x")
     settings = daemon_settings(db_url, tmp_path)
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
+    queue = JobQueue(pool)
     daemon = Daemon(
         settings,
         dsn=db_url,
@@ -32,23 +34,23 @@ async def test_release_all_hands_back_jobs_whose_task_never_started(db, db_url, 
         analyser=_NeverCalled(),
         metrics=Metrics(),
         analysis_version="test",
+        queue=queue,
     )
-    daemon._pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
     try:
         runner = JobRunner(
-            daemon._pool,
+            queue,
             LocalStorage(tmp_path),
             _NeverCalled(),
             metrics=Metrics(),
             analysis_version="test",
         )
-        row = await daemon._pool.fetchrow(queries.CLAIM_JOBS, daemon.owner, 1, 30.0)
+        (job,) = await queue.claim(owner=daemon.owner, limit=1, lease_s=30.0)
         # _start creates the task; cancelling it before the loop ever runs it means the runner's
         # own release-on-cancel never executes.
-        daemon._start(runner, ClaimedJob.from_row(row), time.perf_counter())
+        daemon._start(runner, job, time.perf_counter())
         await daemon._release_all()
     finally:
-        await daemon._pool.close()
+        await pool.close()
     job = await db.fetchrow("select state, attempts, lease_owner from emgd.jobs")
     assert (job["state"], job["attempts"], job["lease_owner"]) == ("pending", 0, None)
 

@@ -1,0 +1,362 @@
+"""The daemon's whole conversation with the job queue's SQL functions, in one module.
+
+The queue's logic lives in SQL (supabase/migrations: ``emgd.claim_jobs``, ``emgd.complete_job``
+and the rest); this module names every call, passes arguments by name (``p_stage => ...``) so a
+call reads like the function's signature, and turns rows into frozen dataclasses. Nothing else in
+the daemon sends SQL to the job functions: ``worker.py`` is the loop, ``jobs.py`` one job, and
+both speak through a ``JobQueue``.
+
+``JobQueue`` takes anything with asyncpg's ``fetch``/``fetchval``/``execute`` (a pool, or one
+connection for a CLI verb), so a test builds one over its own pool. ``JobQueue.connect`` makes the
+pool the daemon uses. ``OwnerLock`` is the one query that needs a connection of its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+
+LISTEN_CHANNEL = "emgd_jobs"
+PROBE_CHANNEL = "emgd_probe"
+
+# -- the statements --------------------------------------------------------------------------------
+
+CLAIM_JOBS = (
+    "select * from emgd.claim_jobs("
+    "p_owner => $1::uuid, p_limit => $2::int, p_lease_seconds => $3::float8)"
+)
+HEARTBEAT = (
+    "select emgd.heartbeat("
+    "p_owner => $1::uuid, p_job_ids => $2::bigint[], p_lease_seconds => $3::float8) as job_id"
+)
+SET_STAGE = (
+    "select emgd.set_stage("
+    "p_job_id => $1::bigint, p_token => $2::uuid, p_stage => $3::text, p_progress => $4::real)"
+)
+REUSE_OR_STAGE = (
+    "select emgd.reuse_or_stage("
+    "p_job_id => $1::bigint, p_token => $2::uuid, p_sha256 => $3::text, p_size => $4::bigint,"
+    " p_analysis_version => $5::text, p_processing => $6::jsonb,"
+    " p_stage => $7::text, p_progress => $8::real)"
+)
+COMPLETE_JOB = (
+    "select emgd.complete_job("
+    "p_job_id => $1::bigint, p_token => $2::uuid, p_result => $3::jsonb,"
+    " p_sha256 => $4::text, p_size => $5::bigint)"
+)
+FINISH_JOB = (
+    "select emgd.finish_job("
+    "p_job_id => $1::bigint, p_token => $2::uuid, p_state => $3::text, p_reason => $4::text,"
+    " p_retry_in => make_interval(secs => $5::float8), p_crashed => $6::boolean)"
+)
+RELEASE_JOB = "select emgd.release_job(p_job_id => $1::bigint, p_token => $2::uuid)"
+RESCUE_EXPIRED = "select emgd.rescue_expired()"
+CATCH_UP = "select emgd.catch_up()"
+# on the daemon's own connection: a lock the database frees when the process dies
+HOLD_OWNER_LOCK = "select emgd.hold_owner_lock(p_owner => $1::uuid)"
+# seconds until the earliest pending job is due (a retry's backoff), or null with none pending
+NEXT_DUE_IN = (
+    "select extract(epoch from min(run_after) - clock_timestamp())::float8"
+    " from emgd.jobs where state = 'pending'"
+)
+QUEUE_DEPTH = "select state, jobs, oldest from emgd.queue_depth()"
+RECENT_FAILURES = """
+    select s.id as session_id, s.bucket_id, s.object_name, j.state, j.attempts, j.crashes,
+           j.last_error, j.finished_at
+    from emgd.jobs j join public.sessions s on s.id = j.session_id
+    where j.state in ('failed', 'quarantined')
+    order by j.finished_at desc nulls last
+    limit $1::int
+"""
+REQUEUE = "select emgd.requeue(session_id => $1::uuid)"
+REQUEUE_FAILED = "select emgd.requeue_failed(since => $1::text::interval)"
+REPROCESS_ALL = "select emgd.reprocess_all()"
+PING = "select 1"
+NOTIFY = "select pg_notify($1::text, $2::text)"
+
+
+# -- the rows --------------------------------------------------------------------------------------
+
+
+class Stage(enum.StrEnum):
+    """What the app shows while a job runs, each with the progress it reports."""
+
+    DOWNLOADING = "downloading"  # set by the claim itself
+    ANALYSING = "analysing"
+    SAVING = "saving"
+
+    @property
+    def progress(self) -> float:
+        return _PROGRESS[self]
+
+
+_PROGRESS = {Stage.DOWNLOADING: 0.0, Stage.ANALYSING: 0.4, Stage.SAVING: 0.9}
+
+
+class Reuse(enum.StrEnum):
+    """``emgd.reuse_or_stage``'s answer."""
+
+    REUSED = "reused"  # identical content's results were copied: the job is complete
+    STAGED = "staged"  # nothing to reuse: the next stage is recorded, analyse now
+    LEASE_LOST = "lease_lost"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """One row of ``emgd.claim_jobs``: a job this daemon now holds a lease on."""
+
+    job_id: int
+    session_id: str
+    lease_token: str
+    attempts: int
+    max_attempts: int
+    crashes: int
+    bucket_id: str
+    object_name: str
+    object_version: str | None
+    patient_id: str | None
+    object_size: int | None = None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> ClaimedJob:
+        return cls(
+            job_id=row["job_id"],
+            session_id=str(row["session_id"]),
+            lease_token=str(row["lease_token"]),
+            attempts=row["attempts"],
+            max_attempts=row["max_attempts"],
+            crashes=row["crashes"],
+            bucket_id=row["bucket_id"],
+            object_name=row["object_name"],
+            object_version=row["object_version"],
+            patient_id=None if row["patient_id"] is None else str(row["patient_id"]),
+            object_size=row["object_size"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StateCount:
+    """One row of ``emgd.queue_depth()``: jobs in a state and the oldest one's creation."""
+
+    state: str
+    jobs: int
+    oldest: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedJob:
+    session_id: str
+    bucket_id: str
+    object_name: str
+    state: str
+    attempts: int
+    crashes: int
+    last_error: str | None
+    finished_at: dt.datetime | None
+
+
+class Executor(Protocol):
+    """What a ``JobQueue`` needs: an asyncpg pool or connection."""
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+    async def execute(self, query: str, *args: Any) -> str: ...
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Pool reset: nothing to undo. Every statement the daemon sends is one self-contained call
+    whose settings (SET LOCAL) end with its transaction, and asyncpg still rolls back an open
+    transaction on release; the default reset (RESET ALL, UNLISTEN *, CLOSE ALL, advisory
+    unlock) would add a round trip to every query, doubling the queue's per-job traffic."""
+
+
+# -- the queue -------------------------------------------------------------------------------------
+
+
+class JobQueue:
+    """Typed calls to the job functions over ``db`` (a pool or a connection)."""
+
+    def __init__(self, db: Executor) -> None:
+        self.db = db
+
+    @classmethod
+    async def connect(cls, dsn: str, *, max_size: int) -> JobQueue:
+        """The daemon's pool. No connection is made yet: a daemon started while the database is
+        down waits for it in the claim loop like any other outage, instead of failing to start."""
+        pool = await asyncpg.create_pool(
+            dsn, min_size=0, max_size=max_size, command_timeout=60, reset=_keep_session
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.db.close()  # type: ignore[attr-defined]
+
+    # claiming and leases
+
+    async def claim(self, *, owner: uuid.UUID, limit: int, lease_s: float) -> list[ClaimedJob]:
+        rows = await self.db.fetch(CLAIM_JOBS, owner, limit, lease_s)
+        return [ClaimedJob.from_row(r) for r in rows]
+
+    async def heartbeat(
+        self, *, owner: uuid.UUID, job_ids: Iterable[int], lease_s: float
+    ) -> set[int]:
+        """Extend our leases; returns the job ids whose lease we still hold."""
+        rows = await self.db.fetch(HEARTBEAT, owner, list(job_ids), lease_s)
+        return {r["job_id"] for r in rows}
+
+    async def rescue_expired(self) -> int:
+        """Hand expired leases and dead owners' jobs back; returns how many."""
+        return int(await self.db.fetchval(RESCUE_EXPIRED) or 0)
+
+    async def catch_up(self) -> int:
+        """Jobs for objects the trigger missed; returns how many sessions it created or reset."""
+        return int(await self.db.fetchval(CATCH_UP) or 0)
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the earliest pending job is due, None with nothing pending."""
+        due = await self.db.fetchval(NEXT_DUE_IN)
+        return None if due is None else float(due)
+
+    # one job (every call below is lease-checked in SQL: False means the lease is not ours)
+
+    async def set_stage(self, job: ClaimedJob, stage: Stage) -> bool:
+        ok = await self.db.fetchval(SET_STAGE, job.job_id, job.lease_token, stage, stage.progress)
+        return bool(ok)
+
+    async def reuse_or_stage(
+        self,
+        job: ClaimedJob,
+        *,
+        sha256: str,
+        size: int,
+        analysis_version: str,
+        options: dict[str, Any],
+        next_stage: Stage,
+    ) -> Reuse:
+        """Copy the results of identical content analysed with the same version and options, or
+        else record ``next_stage``: one round trip either way."""
+        verdict = await self.db.fetchval(
+            REUSE_OR_STAGE,
+            job.job_id,
+            job.lease_token,
+            sha256,
+            size,
+            analysis_version,
+            json.dumps(options),
+            next_stage,
+            next_stage.progress,
+        )
+        return Reuse(verdict)
+
+    async def complete(self, job: ClaimedJob, *, result_json: str, sha256: str, size: int) -> bool:
+        """Store the results and end the job succeeded, in one transaction."""
+        ok = await self.db.fetchval(
+            COMPLETE_JOB, job.job_id, job.lease_token, result_json, sha256, size
+        )
+        return bool(ok)
+
+    async def fail(self, job: ClaimedJob, reason: str, *, crashed: bool = False) -> bool:
+        return await self._finish(job, "failed", reason, 0.0, crashed)
+
+    async def quarantine(self, job: ClaimedJob, reason: str) -> bool:
+        """The analysis crashed or timed out once too often: the file is kept from running."""
+        return await self._finish(job, "quarantined", reason, 0.0, True)
+
+    async def retry(
+        self, job: ClaimedJob, reason: str, *, after_s: float, crashed: bool = False
+    ) -> bool:
+        """Back to pending, due again in ``after_s`` seconds; the attempt counts."""
+        return await self._finish(job, "pending", reason, after_s, crashed)
+
+    async def _finish(
+        self, job: ClaimedJob, state: str, reason: str, retry_in: float, crashed: bool
+    ) -> bool:
+        ok = await self.db.fetchval(
+            FINISH_JOB, job.job_id, job.lease_token, state, reason, retry_in, crashed
+        )
+        return bool(ok)
+
+    async def release(self, job: ClaimedJob) -> bool:
+        """Hand the job back untouched (shutting down): the attempt does not count."""
+        return bool(await self.db.fetchval(RELEASE_JOB, job.job_id, job.lease_token))
+
+    # the operator's view and verbs
+
+    async def queue_depth(self) -> list[StateCount]:
+        rows = await self.db.fetch(QUEUE_DEPTH)
+        return [StateCount(r["state"], r["jobs"], r["oldest"]) for r in rows]
+
+    async def recent_failures(self, limit: int) -> list[FailedJob]:
+        rows = await self.db.fetch(RECENT_FAILURES, limit)
+        return [
+            FailedJob(
+                session_id=str(r["session_id"]),
+                bucket_id=r["bucket_id"],
+                object_name=r["object_name"],
+                state=r["state"],
+                attempts=r["attempts"],
+                crashes=r["crashes"],
+                last_error=r["last_error"],
+                finished_at=r["finished_at"],
+            )
+            for r in rows
+        ]
+
+    async def requeue(self, session_id: uuid.UUID) -> int:
+        return int(await self.db.fetchval(REQUEUE, session_id) or 0)
+
+    async def requeue_failed(self, since: str | None = None) -> int:
+        """Failed and quarantined jobs, those finished within ``since`` (an interval) if given."""
+        return int(await self.db.fetchval(REQUEUE_FAILED, since) or 0)
+
+    async def reprocess_all(self) -> int:
+        return int(await self.db.fetchval(REPROCESS_ALL) or 0)
+
+    # plumbing
+
+    async def ping(self) -> None:
+        await self.db.fetchval(PING)
+
+    async def notify(self, channel: str, payload: str) -> None:
+        await self.db.execute(NOTIFY, channel, payload)
+
+
+class OwnerLock:
+    """The advisory lock keyed by this daemon's owner id, on a connection of its own.
+
+    The database frees the lock when this process dies (its connection ends), and any live
+    daemon's rescue then hands our running jobs back at once instead of after their lease. A
+    paused process keeps its connection, so its jobs still wait for the lease. A new connection
+    takes the lock again; if an old session of ours still holds it, that session vouches for us
+    until the server notices it is gone, and the next ``hold`` retries.
+    """
+
+    def __init__(self, dsn: str, owner: uuid.UUID) -> None:
+        self._dsn = dsn
+        self._owner = owner
+        self._conn: asyncpg.Connection | None = None
+        self._locked = False
+
+    @property
+    def held(self) -> bool:
+        return self._locked and self._conn is not None and not self._conn.is_closed()
+
+    async def hold(self) -> bool:
+        """Connect and take the lock if not already held; True once it is."""
+        if self._conn is None or self._conn.is_closed():
+            self._locked = False
+            self._conn = await asyncpg.connect(self._dsn, timeout=10)
+        if not self._locked:
+            self._locked = bool(await self._conn.fetchval(HOLD_OWNER_LOCK, self._owner))
+        return self._locked
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close(timeout=5)
