@@ -197,9 +197,9 @@ class Observer:
         self.claimed: dict[int, float] = {}
 
     async def start(self) -> None:
-        from daemon import queries
+        from daemon import queue
 
-        await self.conn.add_listener(queries.LISTEN_CHANNEL, self._on_job)
+        await self.conn.add_listener(queue.LISTEN_CHANNEL, self._on_job)
         await self.conn.add_listener(BENCH_CHANNEL, self._on_mark)
 
     def _on_job(self, _c, _pid, _ch, payload: str) -> None:
