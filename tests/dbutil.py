@@ -252,6 +252,66 @@ async def upload_object(
     return {"id": object_id, "version": version, "bucket_id": bucket, "name": name}
 
 
+@contextlib.asynccontextmanager
+async def as_storage_api(
+    conn: asyncpg.Connection, user_id: uuid.UUID | str | None, role: str = "authenticated"
+) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction as Supabase Storage runs one for a request: ``as_user`` plus the setting its
+    requests carry that lets rows leave storage tables (``storage.allow_delete_query``)."""
+    async with as_user(conn, user_id, role):
+        await conn.execute("select set_config('storage.allow_delete_query', 'true', true)")
+        yield conn
+
+
+async def delete_object(
+    conn: asyncpg.Connection,
+    bucket: str,
+    name: str,
+    *,
+    user_id: uuid.UUID | str | None = None,
+    role: str = "authenticated",
+) -> bool:
+    """Delete an object the way Storage's remove API does: one DELETE as the requesting user
+    (RLS decides), in a Storage request transaction. True when a row went."""
+    async with as_storage_api(conn, user_id, role):
+        gone = await conn.fetch(
+            "delete from storage.objects where bucket_id = $1 and name = any($2::text[])"
+            " returning id",
+            bucket,
+            [name],
+        )
+    return bool(gone)
+
+
+async def move_object(
+    conn: asyncpg.Connection,
+    bucket: str,
+    source: str,
+    destination: str,
+    *,
+    user_id: uuid.UUID | str | None = None,
+    role: str = "authenticated",
+) -> str:
+    """Move an object the way Storage's move API does: a permission test (the UPDATE of name
+    and version as the user, rolled back; a refusal raises InsufficientPrivilegeError), then the
+    same UPDATE as service_role on the same row. Returns the new version."""
+    version = str(uuid.uuid4())
+    sql = (
+        "update storage.objects set name = $3, version = $4, owner_id = $5"
+        " where bucket_id = $1 and name = $2 returning id"
+    )
+    owner = None if user_id is None else str(user_id)
+    if role != "service_role":
+        with contextlib.suppress(_Rollback):
+            async with as_storage_api(conn, user_id, role):
+                if await conn.fetchval(sql, bucket, source, destination, version, owner) is None:
+                    raise asyncpg.InsufficientPrivilegeError("no such object for this user")
+                raise _Rollback
+    async with as_storage_api(conn, None, "service_role"):
+        await conn.fetchval(sql, bucket, source, destination, version, owner)
+    return version
+
+
 async def notifications(
     conn: asyncpg.Connection, channel: str = "emgd_jobs"
 ) -> asyncio.Queue[dict[str, Any]]:
