@@ -378,7 +378,8 @@ def _open_data(
 
     sample_dtype = np.dtype(endian + ("f4" if is_float else "i2"))
     fmt = analog.get("FORMAT")
-    if not is_float and isinstance(fmt, str) and fmt.strip().upper() == "UNSIGNED":
+    unsigned = not is_float and isinstance(fmt, str) and fmt.strip().upper() == "UNSIGNED"
+    if unsigned:
         sample_dtype = np.dtype(endian + "u2")
     if dec and is_float:  # DEC integer samples are plain little-endian int16
         sample_dtype = np.dtype("<f4")
@@ -390,6 +391,10 @@ def _open_data(
     gen_scale = first_number(analog.get("GEN_SCALE")) or 1.0
     ch_scale = _per_channel(analog.get("SCALE"), n_analog, 1.0) * gen_scale
     ch_offset = _per_channel(analog.get("OFFSET"), n_analog, 0.0)
+    if unsigned:
+        # OFFSET is stored as a signed 16-bit parameter; with offset-binary samples it means the
+        # same bits read unsigned (C3D User Guide): 32768 arrives as -32768
+        ch_offset = np.where(ch_offset < 0, ch_offset + 65536.0, ch_offset)
     labels = _unique(_strings(analog.get("LABELS"), n_analog, "Analog {}"))
     units = _strings(analog.get("UNITS"), n_analog, "")
     descriptions = _strings(analog.get("DESCRIPTIONS"), n_analog, "")

@@ -224,11 +224,6 @@ def test_adc_round_trip_of_a_synthetic_emg_recording(floats, tmp_path):
     np.testing.assert_allclose(ours, ezc3d_analogs(content, tmp_path), rtol=RTOL, atol=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ANALOG:FORMAT UNSIGNED: OFFSET must be read as uint16 (C3D User Guide); the reader "
-    "reads 32768 as -32768",
-)
 def test_unsigned_format_reads_the_offset_as_unsigned():
     # 16-bit offset-binary samples: OFFSET 32768 is stored as the int16 bit pattern 0x8000
     raw = [[32768, 33768, 0, 65535]]
