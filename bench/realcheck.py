@@ -423,7 +423,7 @@ def judge(channel: Any, raw: np.ndarray, activated: np.ndarray | None, rate: flo
     if channel.mvc_start_ms is not None and channel.mvc_end_ms is not None:
         s, e = _samples(channel.mvc_start_ms, rate), _samples(channel.mvc_end_ms, rate)
         mvc_on_dropout = overlaps(s, e, ref.stuck_starts, ref.stuck_ends)
-    elif channel.usable and channel.mvc_method != "given":
+    elif channel.usable and channel.mvc_method == "session_estimate":
         window_missing = True
     game = game_range = None
     if activated is not None:

@@ -42,11 +42,73 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration-threshold-ms", type=float, help="minimum good duration")
     parser.add_argument("--expected", type=int, help="expected contractions per channel")
     parser.add_argument("--include", help="regular expression selecting EMG channel labels")
+    parser.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        metavar="LABEL:FIELD=VALUE",
+        help="one channel's target, as a therapist sets it (repeatable): FIELD is mvc_value, "
+        "mvc_unit (V, mV, uV), mvc_percentage, duration_threshold_ms or expected_contractions; "
+        "LABEL '*' means every channel",
+    )
+    parser.add_argument(
+        "--options",
+        metavar="FILE.json",
+        help="analysis options from a JSON file: an options object, a session's processing "
+        "record, or a whole result (reproduces what the daemon did); the flags above override it",
+    )
+
+
+_CHANNEL_FIELDS = {
+    "mvc_value": float,
+    "mvc_unit": str,
+    "mvc_percentage": float,
+    "duration_threshold_ms": float,
+    "expected_contractions": int,
+}
+
+
+def options_from_file(path: str) -> dict[str, Any]:
+    """Options from JSON: an options object, a ``processing`` record (its ``options``), or a
+    result or session row (its ``processing.options``)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise ValueError(f"--options: cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--options: {path} is not JSON ({exc.msg}, line {exc.lineno})") from None
+    if isinstance(data, dict) and isinstance(data.get("processing"), dict):
+        data = data["processing"]
+    if isinstance(data, dict) and isinstance(data.get("options"), dict):
+        data = data["options"]
+    if not isinstance(data, dict):
+        raise ValueError(f"--options: {path} holds no options object")
+    return data
 
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The analysis options the command line asks for, as ``AnalysisOptions.from_dict`` input."""
     options: dict[str, Any] = {}
+    if getattr(args, "options", None):
+        options = options_from_file(args.options)
+    channels: dict[str, dict[str, Any]] = {
+        k: dict(v) for k, v in (options.get("channels") or {}).items()
+    }
+    for item in getattr(args, "channel", None) or []:
+        label, colon, rest = item.partition(":")
+        field, eq, value = rest.partition("=")
+        if not (colon and eq and label and field in _CHANNEL_FIELDS):
+            raise ValueError(
+                f"--channel expects LABEL:FIELD=VALUE with FIELD one of "
+                f"{', '.join(_CHANNEL_FIELDS)}, got {item!r}"
+            )
+        try:
+            channels.setdefault(label, {})[field] = _CHANNEL_FIELDS[field](value)
+        except ValueError:
+            raise ValueError(f"--channel {item!r}: {value!r} is not a valid {field}") from None
+    if channels:
+        options["channels"] = channels
     mvc = {}
     for item in args.mvc:
         label, sep, value = item.rpartition("=")
@@ -57,7 +119,13 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError:
             raise ValueError(f"--mvc expects LABEL=VALUE, got {item!r}") from None
     if mvc:
-        options["mvc"] = mvc
+        options["mvc"] = {**(options.get("mvc") or {}), **mvc}
+        # a hand-given MVC is "given", whatever the file said of the channel before
+        methods = dict(options.get("mvc_methods") or {})
+        for label in mvc:
+            methods.pop(label, None)
+        if methods or "mvc_methods" in options:
+            options["mvc_methods"] = methods
     for name, key in (
         ("mvc_percentage", "mvc_percentage"),
         ("duration_threshold_ms", "duration_threshold_ms"),
@@ -113,7 +181,7 @@ def _mvc_percentage(result: SessionResult) -> float | None:
 
 
 def _estimated(ch: ChannelResult) -> bool:
-    return ch.mvc_method != "given"
+    return ch.mvc_method == "session_estimate"
 
 
 def _mvc_line(ch: ChannelResult, unit: str, scale: float) -> str:

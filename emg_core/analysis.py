@@ -19,13 +19,13 @@ from .channel import DEFAULT_UNIT, analyse_channel, prepare
 from .discovery import discover_emg
 from .errors import SignalQualityError
 from .filters import design_bandpass
-from .metadata import game_metadata, recorded_at
+from .metadata import game_metadata, recorded_at, written_mvc
 from .metrics import left_right_pairs, symmetry
 from .options import AnalysisOptions
 from .results import ChannelResult, SessionResult
 
 #: bumped whenever a change can alter a result for the same file and options
-ANALYSIS_VERSION = "2.1.0"
+ANALYSIS_VERSION = "2.2.0"
 
 #: below this, no baseline, envelope or spectrum means anything
 MIN_DURATION_S = 0.5
@@ -78,6 +78,8 @@ def analyze(
 
     channels: list[ChannelResult] = []
     methods: dict[str, str] = {}
+    targets: dict[str, dict] = {}
+    in_file = written_mvc(rec)
     for index in selection.indices:
         label = rec.labels[index]
         hint = None
@@ -85,10 +87,18 @@ def analyze(
             # only "active or not" matters: a byte per sample instead of eight
             hint = rec.channel(selection.activated[index]) > 0  # NaN compares False
         # the raw samples are handed over, not kept here, so the channel can free them early
-        result = analyse_channel(
-            label, rec.units[index], rec.channel(index), hint, rate, filt, opts
-        )
+        unit = rec.units[index]
+        # this channel's targets and MVC (file, therapist, given) folded into its own options
+        own = opts.for_channel(label, unit.strip() or DEFAULT_UNIT, in_file.get(label))
+        result = analyse_channel(label, unit, rec.channel(index), hint, rate, filt, own)
         methods[label] = result.mvc_method
+        targets[label] = {
+            "mvc_value": own.mvc.get(label),
+            "mvc_method": result.mvc_method,
+            "mvc_percentage": own.mvc_percentage,
+            "duration_threshold_ms": own.duration_threshold_ms,
+            "expected_contractions": own.expected_contractions,
+        }
         channels.append(result)
     flat = [c.name for c in channels if not c.usable and c.rms == 0.0]
     if len(flat) == len(channels):
@@ -151,7 +161,11 @@ def analyze(
             "sample: relative to this session's strongest effort",
             "estimate_window_ms": opts.mvc_window_ms,
             "method_per_channel": methods,
+            "sources": "the first that exists: written in the C3D file (ANALOG:MVC), given "
+            "(the patient's settings, their reference session, or by hand), else the "
+            "session's own estimate, relative to this session's strongest effort",
         },
+        "targets_per_channel": targets,
         "duration_threshold_ms": opts.duration_threshold_ms,
         "expected_contractions": opts.expected_contractions,
         "spectral": {

@@ -25,7 +25,7 @@ from .fatigue import (
 from .filters import BandPass, bandpass, rms_envelope
 from .mains import Mains, find_mains, notch_sos, residual_share, subtract_mains
 from .metrics import best_window, rates, signal_quality
-from .options import AnalysisOptions
+from .options import MVC_SOURCE, AnalysisOptions
 from .results import ChannelResult, Contraction
 from .spectral import segment_spectra
 
@@ -285,18 +285,18 @@ def analyse_channel(
     emg_ok = prep.emg[unmasked] if masked_n else prep.emg
     if mvc_window is not None:
         source = (
-            f"estimated from this session's strongest {opts.mvc_window_ms:.0f} ms "
+            f"relative to this session: estimated from its strongest {opts.mvc_window_ms:.0f} ms "
             f"({mvc_window[0] / env_rate:.2f}-{mvc_window[1] / env_rate:.2f} s)"
         )
     else:
-        source = "given for this patient"
+        source = MVC_SOURCE[opts.mvc_method(label)]
     return ChannelResult(
         name=label,
         sampling_rate=rate,
         unit=unit,
         mvc_value=float(mvc),
         mvc_threshold=float(threshold),
-        mvc_method="given" if given is not None else "estimated_best_500ms",
+        mvc_method=opts.mvc_method(label),
         duration_threshold_ms=float(opts.duration_threshold_ms),
         expected_contractions=int(opts.expected_contractions),
         contractions_total=total,
@@ -414,7 +414,7 @@ def _unusable(
         unit=unit,
         mvc_value=float(given) if given is not None else None,
         mvc_threshold=float(given * opts.mvc_percentage / 100) if given is not None else None,
-        mvc_method="given" if given is not None else "estimated_best_500ms",
+        mvc_method=opts.mvc_method(label),
         duration_threshold_ms=float(opts.duration_threshold_ms),
         expected_contractions=int(opts.expected_contractions),
         contractions_total=None,
@@ -448,7 +448,7 @@ def _unusable(
         rest_level=float(det.rest_level) if det is not None else None,
         onset_level=float(det.onset_level) if det is not None else None,
         offset_level=float(det.offset_level) if det is not None else None,
-        mvc_source="given for this patient" if given is not None else None,
+        mvc_source=MVC_SOURCE[opts.mvc_method(label)] if given is not None else None,
         fatigue_reason=f"channel not analysed ({reason.split(':')[0]})",
         contractions=(),
     )

@@ -98,4 +98,19 @@ def _datetime(*parts: Any) -> datetime | None:
         return None
 
 
-__all__ = ["game_metadata", "recorded_at"]
+def written_mvc(c3d: C3DFile) -> dict[str, float]:
+    """MVC values the recording carries, by analog channel label: ``ANALOG:MVC``, one value per
+    analog channel in that channel's unit, in the order of ``ANALOG:LABELS``. Values that are
+    not positive and finite mean "none" (a game that knows some channels' MVC only)."""
+    values = c3d.param("ANALOG", "MVC")
+    if not isinstance(values, np.ndarray) or values.dtype.kind not in "fiu":
+        return {}
+    flat = values.ravel().astype(float)
+    return {
+        label: float(v)
+        for label, v in zip(c3d.labels, flat, strict=False)
+        if np.isfinite(v) and v > 0
+    }
+
+
+__all__ = ["game_metadata", "recorded_at", "written_mvc"]

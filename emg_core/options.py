@@ -59,6 +59,14 @@ class AnalysisOptions:
         counted in a warning instead (0 counts every run).
     mvc : mapping of str to float
         Given MVC per channel label, in the channel's unit; other channels get an estimate.
+    mvc_methods : mapping of str to str
+        Where each given MVC came from (one of ``MVC_METHODS``; "given" when absent).
+    channels : mapping of str to mapping
+        Per-channel targets from a therapist, by channel label, ``"*"`` for every channel
+        without its own entry: ``mvc_value`` with ``mvc_unit`` (V, mV or uV; converted to the
+        channel's unit) and ``mvc_method``, ``mvc_percentage``, ``duration_threshold_ms``,
+        ``expected_contractions``. A field missing there falls back to ``"*"``, then to the
+        session-wide field of the same name. An MVC written in the C3D file outranks them all.
     mvc_window_ms : float
         Window of the MVC estimate (best 500 ms of the envelope, artefacts excluded).
     mvc_percentage : float
@@ -107,6 +115,8 @@ class AnalysisOptions:
     max_contraction_ms: float = 10_000.0
     min_peak_fraction: float = 0.3
     mvc: Mapping[str, float] = field(default_factory=dict)
+    mvc_methods: Mapping[str, str] = field(default_factory=dict)
+    channels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     mvc_window_ms: float = 500.0
     mvc_percentage: float = 75.0
     duration_threshold_ms: float = 2000.0
@@ -127,6 +137,24 @@ class AnalysisOptions:
                     f"the MVC given for channel {label!r} must be a positive number, not {value!r}"
                 )
         object.__setattr__(self, "mvc", _FrozenDict({str(k): float(v) for k, v in mvc.items()}))
+        methods = dict(self.mvc_methods or {})
+        for label, method in methods.items():
+            if method not in GIVEN_METHODS:
+                raise InvalidOptionsError(
+                    f"the MVC method of channel {label!r} must be one of "
+                    f"{', '.join(GIVEN_METHODS)}, not {method!r}"
+                )
+        object.__setattr__(self, "mvc_methods", _FrozenDict(methods))
+        object.__setattr__(
+            self,
+            "channels",
+            _FrozenDict(
+                {
+                    str(k): _FrozenDict(_channel_targets(str(k), v))
+                    for k, v in (self.channels or {}).items()
+                }
+            ),
+        )
         checks = [
             (0 < self.highpass_hz < self.lowpass_hz, "highpass_hz must be > 0 and < lowpass_hz"),
             (1 <= self.filter_order <= 10, "filter_order must be between 1 and 10"),
@@ -170,6 +198,51 @@ class AnalysisOptions:
             if not ok:
                 raise InvalidOptionsError(f"invalid analysis options: {message}")
 
+    def for_channel(self, label: str, unit: str, file_mvc: float | None = None) -> AnalysisOptions:
+        """The options one channel is analysed with: its own targets resolved into the
+        session-wide fields, and its MVC (if any) in ``mvc``/``mvc_methods``, in ``unit``.
+
+        MVC order: written in the C3D file (``file_mvc``, already in the channel's unit), the
+        channel's ``channels`` entry, ``mvc``, the ``"*"`` entry; none: estimated from the
+        session itself.
+        """
+        own = self.channels.get(label, {})
+        every = self.channels.get("*", {})
+
+        def pick(name: str) -> Any:
+            for source in (own, every):
+                if source.get(name) is not None:
+                    return source[name]
+            return getattr(self, name)
+
+        value: float | None = None
+        method = "given"
+        if file_mvc is not None and math.isfinite(file_mvc) and file_mvc > 0:
+            value, method = float(file_mvc), "c3d_file"
+        elif own.get("mvc_value") is not None:
+            value = _convert(own["mvc_value"], own.get("mvc_unit"), unit)
+            method = own.get("mvc_method", "given")
+        elif label in self.mvc:
+            value, method = self.mvc[label], self.mvc_methods.get(label, "given")
+        elif every.get("mvc_value") is not None:
+            value = _convert(every["mvc_value"], every.get("mvc_unit"), unit)
+            method = every.get("mvc_method", "given")
+        return dataclasses.replace(
+            self,
+            mvc={label: value} if value is not None else {},
+            mvc_methods={label: method} if value is not None else {},
+            mvc_percentage=float(pick("mvc_percentage")),
+            duration_threshold_ms=float(pick("duration_threshold_ms")),
+            expected_contractions=int(pick("expected_contractions")),
+        )
+
+    def mvc_method(self, label: str) -> str:
+        """Where this channel's MVC comes from (``MVC_METHODS``): a given one's source, or
+        ``"session_estimate"`` (relative to the session's own strongest effort)."""
+        if label in self.mvc:
+            return self.mvc_methods.get(label, "given")
+        return "session_estimate"
+
     def detection_kwargs(self) -> dict[str, float]:
         """Keyword arguments of :func:`emg_core.detect.detect_contractions` (seconds, ratios)."""
         return {
@@ -185,6 +258,8 @@ class AnalysisOptions:
         """Plain JSON-able dict (for a process boundary or the result's ``processing``)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["mvc"] = dict(self.mvc)
+        out["mvc_methods"] = dict(self.mvc_methods)
+        out["channels"] = {k: dict(v) for k, v in self.channels.items()}
         return out
 
     @classmethod
@@ -226,6 +301,84 @@ _DETECTION = {
 }
 
 
+#: where a channel's MVC came from, in the order the daemon prefers them; the last is relative
+MVC_METHODS = ("c3d_file", "patient_settings", "reference_session", "given", "session_estimate")
+#: each given MVC's origin, in words for the therapist (ChannelResult.mvc_source)
+MVC_SOURCE = {
+    "c3d_file": "written in the recording (C3D file)",
+    "patient_settings": "the patient's settings",
+    "reference_session": "the patient's MVC reference session",
+    "given": "given for this analysis",
+}
+#: the methods of an MVC handed to the analysis (not estimated by it)
+GIVEN_METHODS = MVC_METHODS[:-1]
+
+_TARGET_KEYS = {
+    "mvc_value",
+    "mvc_unit",
+    "mvc_method",
+    "mvc_percentage",
+    "duration_threshold_ms",
+    "expected_contractions",
+}
+#: volts per unit, for an MVC given in another unit than the channel's
+_VOLTS = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "µV": 1e-6, "μV": 1e-6}
+
+
+def _channel_targets(label: str, targets: Any) -> dict[str, Any]:
+    """One ``channels`` entry, checked like the session-wide fields it overrides."""
+    if not isinstance(targets, Mapping):
+        raise InvalidOptionsError(f"the targets of channel {label!r} must be a mapping")
+    out = dict(targets)
+    unknown = sorted(set(out) - _TARGET_KEYS)
+    if unknown:
+        raise InvalidOptionsError(
+            f"unknown targets for channel {label!r}: {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(_TARGET_KEYS))})"
+        )
+    value = out.get("mvc_value")
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InvalidOptionsError(
+            f"the MVC given for channel {label!r} must be a positive number, not {value!r}"
+        )
+    if out.get("mvc_unit") is not None and out["mvc_unit"] not in _VOLTS:
+        raise InvalidOptionsError(
+            f"the MVC unit of channel {label!r} must be one of V, mV, uV, not {out['mvc_unit']!r}"
+        )
+    if out.get("mvc_method") is not None and out["mvc_method"] not in GIVEN_METHODS:
+        raise InvalidOptionsError(
+            f"the MVC method of channel {label!r} must be one of {', '.join(GIVEN_METHODS)}, "
+            f"not {out['mvc_method']!r}"
+        )
+    pct, dur, exp = (
+        out.get("mvc_percentage"),
+        out.get("duration_threshold_ms"),
+        out.get("expected_contractions"),
+    )
+    if pct is not None and not (isinstance(pct, int | float) and 0 < pct <= 200):
+        raise InvalidOptionsError(f"mvc_percentage of channel {label!r} must be in (0, 200]")
+    if dur is not None and not (isinstance(dur, int | float) and 0 <= dur < math.inf):
+        raise InvalidOptionsError(f"duration_threshold_ms of channel {label!r} must be >= 0")
+    if exp is not None and not (isinstance(exp, int) and not isinstance(exp, bool) and exp >= 1):
+        raise InvalidOptionsError(
+            f"expected_contractions of channel {label!r} must be an integer >= 1"
+        )
+    return out
+
+
+def _convert(value: float, unit: str | None, to: str) -> float:
+    """An MVC in ``unit`` expressed in the channel's unit ``to`` (as given when either is not a
+    volt unit)."""
+    if unit is None or unit not in _VOLTS or to not in _VOLTS:
+        return float(value)
+    return float(value) * _VOLTS[unit] / _VOLTS[to]
+
+
 class _FrozenDict(dict):
     """A dict that refuses changes (keeps ``AnalysisOptions`` effectively immutable)."""
 
@@ -242,4 +395,4 @@ class _FrozenDict(dict):
         return (_FrozenDict, (dict(self),))
 
 
-__all__ = ["AnalysisOptions"]
+__all__ = ["GIVEN_METHODS", "MVC_METHODS", "MVC_SOURCE", "AnalysisOptions"]

@@ -72,7 +72,7 @@ class ChannelResult:
     unit: str
     mvc_value: float | None
     mvc_threshold: float | None
-    mvc_method: str  # "given" | "estimated_best_500ms"
+    mvc_method: str  # one of options.MVC_METHODS; "session_estimate" is relative
     duration_threshold_ms: float
     expected_contractions: int
     contractions_total: int | None

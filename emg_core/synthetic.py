@@ -340,6 +340,7 @@ def c3d_bytes(
     units: str | tuple[str, ...] = "V",
     metadata: GameMetadata | None = None,
     recorded_at: datetime | None = None,
+    mvc: dict[str, float] | None = None,
 ) -> bytes:
     """Write analog channels as a C3D file with ``ezc3d`` and return its bytes.
 
@@ -361,6 +362,9 @@ def c3d_bytes(
         (PLAYER_NAME, GAME_SCORE).
     recorded_at : datetime, optional
         Written to ``INFO:TIME`` as year, month, day, hour, minute.
+    mvc : dict of str to float, optional
+        An MVC per channel label, written to ``ANALOG:MVC`` (0 for channels without one), as a
+        game that knows the patient's MVC would.
 
     Returns
     -------
@@ -397,6 +401,8 @@ def c3d_bytes(
             "TIME",
             [getattr(recorded_at, part) for part in ("year", "month", "day", "hour", "minute")],
         )
+    if mvc:
+        c.add_parameter("ANALOG", "MVC", [float(mvc.get(label, 0.0)) for label in labels])
     with tempfile.TemporaryDirectory(prefix="emg-synth-") as tmp:
         path = os.path.join(tmp, "recording.c3d")
         c.write(path)

@@ -362,7 +362,7 @@ def parameter_row(session_id: uuid.UUID, name: str = "CH1", **overrides: Any) ->
         "unit": "V",
         "mvc_value": 0.5,
         "mvc_threshold": 0.375,
-        "mvc_method": "estimated_best_500ms",
+        "mvc_method": "session_estimate",
         "duration_threshold_ms": 2000.0,
         "expected_contractions": 12,
         "contractions_total": 10,

@@ -342,7 +342,7 @@ def _channel(contractions=(), mvc=(None, None), **kw):
         usable=True,
         warnings=(),
         mains_removed=False,
-        mvc_method="estimated_best_500ms",
+        mvc_method="session_estimate",
         mvc_start_ms=mvc[0],
         mvc_end_ms=mvc[1],
         contractions=tuple(

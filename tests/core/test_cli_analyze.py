@@ -192,7 +192,7 @@ def test_json_has_the_contract_names_and_honours_options(recording):
     assert ch1["name"] == "CH1 Raw" and ch1["mvc_value"] == 0.002 and ch1["mvc_method"] == "given"
     assert ch1["mvc_threshold"] == pytest.approx(0.0015)
     assert ch1["expected_contractions"] == 8
-    assert data["channels"][1]["mvc_method"] == "estimated_best_500ms"
+    assert data["channels"][1]["mvc_method"] == "session_estimate"
     assert set(ch1["contractions"][0]) >= {
         "start_ms", "end_ms", "duration_ms", "peak_amplitude", "mean_amplitude",
         "meets_mvc", "meets_duration", "is_good",
@@ -227,3 +227,59 @@ def test_bad_option_exits_2(recording):
     path, _ = recording
     proc = emgd(str(path), "--mvc", "CH1 Raw=lots")
     assert proc.returncode == 2 and "LABEL=VALUE" in proc.stderr
+
+
+def test_channel_targets_on_the_command_line(recording):
+    path, _truth = recording
+    proc = emgd(
+        str(path),
+        "--json",
+        "--channel",
+        "CH1 Raw:mvc_value=2",
+        "--channel",
+        "CH1 Raw:mvc_unit=mV",
+        "--channel",
+        "*:expected_contractions=5",
+        "--channel",
+        "CH2 Raw:duration_threshold_ms=750",
+    )
+    assert proc.returncode == 0, proc.stderr
+    ch1, ch2 = json.loads(proc.stdout)["channels"][:2]
+    assert ch1["mvc_value"] == pytest.approx(0.002) and ch1["mvc_method"] == "given"
+    assert ch1["expected_contractions"] == 5 and ch2["expected_contractions"] == 5
+    assert ch2["duration_threshold_ms"] == 750 and ch2["mvc_method"] == "session_estimate"
+    bad = emgd(str(path), "--channel", "CH1 Raw:colour=red")
+    assert bad.returncode == 2 and "LABEL:FIELD=VALUE" in bad.stderr
+
+
+def test_a_processing_record_reproduces_the_analysis(recording, tmp_path):
+    """What the daemon stored for a session (its ``processing``) is enough to run it again."""
+    path, _truth = recording
+    options = {
+        "mvc_percentage": 60.0,
+        "channels": {
+            "CH1 Raw": {"mvc_value": 0.9, "mvc_unit": "mV", "mvc_method": "patient_settings"},
+            "CH2 Raw": {"mvc_value": 0.7, "mvc_unit": "mV", "mvc_method": "reference_session"},
+        },
+    }
+    from emg_core import AnalysisOptions
+
+    first = analyze(str(path), options=AnalysisOptions.from_dict(options))
+    record = tmp_path / "processing.json"
+    record.write_text(json.dumps(first.to_dict()["processing"]))
+    proc = emgd(str(path), "--json", "--options", str(record))
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert again["channels"] == json.loads(json.dumps(first.to_dict()["channels"]))
+    assert [c["mvc_method"] for c in again["channels"][:2]] == [
+        "patient_settings",
+        "reference_session",
+    ]
+    # a whole stored result works too, and a flag still overrides the file
+    whole = tmp_path / "result.json"
+    whole.write_text(json.dumps(first.to_dict()))
+    proc = emgd(str(path), "--json", "--options", str(whole), "--mvc-percentage", "90")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["channels"][0]["mvc_threshold"] == pytest.approx(0.9e-3 * 0.9)
+    missing = emgd(str(path), "--options", str(tmp_path / "nope.json"))
+    assert missing.returncode == 2 and "cannot read" in missing.stderr

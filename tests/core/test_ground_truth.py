@@ -92,7 +92,7 @@ def test_estimated_mvc_is_near_the_strongest_plateau():
     assert [c.name for c in result.channels] == list(truth.channels)  # the loop runs over both
     for channel in result.channels:
         strongest = max(b.amplitude for b in truth.bursts_for(channel.name))
-        assert channel.mvc_method == "estimated_best_500ms"
+        assert channel.mvc_method == "session_estimate"
         # a 500 ms mean of a 50 ms RMS envelope: within 15 % of the plateau RMS
         assert channel.mvc_value == pytest.approx(strongest, rel=0.15)
 
