@@ -166,22 +166,27 @@ class JobRunner:
             raise Permanent("the file is empty (0 bytes)")
         sha256 = hashlib.sha256(data).hexdigest()
 
+        # The patient's targets and MVC, read now (a settings change takes a running job back,
+        # so a job never commits options older than its claim). The daemon's own options are
+        # the base; the patient's override them. Reuse keys on exactly these options.
+        options = {**self._options, **await self._queue.analysis_options(job)}
+
         # identical content already analysed: reuse it; else the stage becomes "analysing"
         verdict = await self._queue.reuse_or_stage(
             job,
             sha256=sha256,
             size=len(data),
             analysis_version=self._version,
-            options=self._options,
+            options=options,
             next_stage=Stage.ANALYSING,
         )
         if verdict is not Reuse.STAGED:
             return str(verdict)
         t = time.perf_counter()
-        result = await self._analyser.analyse(data, name=job.object_name, options=self._options)
+        result = await self._analyser.analyse(data, name=job.object_name, options=options)
         timings["analyse"] = self._observe("analyse", t)
         # The options that produced the result travel with it so identical reruns can be skipped.
-        result.setdefault("processing", {})["options"] = self._options
+        result.setdefault("processing", {})["options"] = options
 
         if not await self._queue.set_stage(job, Stage.SAVING):
             return "lease_lost"

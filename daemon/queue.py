@@ -57,6 +57,8 @@ FINISH_JOB = (
     " p_retry_in => make_interval(secs => $5::float8), p_crashed => $6::boolean)"
 )
 RELEASE_JOB = "select emgd.release_job(p_job_id => $1::bigint, p_token => $2::uuid)"
+# the patient's targets and MVC (settings, reference session) as AnalysisOptions fields
+ANALYSIS_OPTIONS = "select emgd.analysis_options(p_session_id => $1::uuid)"
 RESCUE_EXPIRED = "select emgd.rescue_expired()"
 CATCH_UP = "select emgd.catch_up()"
 # on the daemon's own connection: a lock the database frees when the process dies
@@ -229,6 +231,13 @@ class JobQueue:
     async def set_stage(self, job: ClaimedJob, stage: Stage) -> bool:
         ok = await self.db.fetchval(SET_STAGE, job.job_id, job.lease_token, stage, stage.progress)
         return bool(ok)
+
+    async def analysis_options(self, job: ClaimedJob) -> dict[str, Any]:
+        """What the patient's therapist set for this session's analysis ({} for none)."""
+        raw = await self.db.fetchval(ANALYSIS_OPTIONS, job.session_id)
+        if raw is None:
+            return {}
+        return json.loads(raw) if isinstance(raw, str) else dict(raw)
 
     async def reuse_or_stage(
         self,
