@@ -18,6 +18,8 @@ connections; shutdown; deadlock   trouble, not the file's; see daemon/dberrors.p
 results rejected by a trigger     failed with the trigger's message (nothing was written):
 or a constraint                   data (22), integrity (23) and every other SQLSTATE
 lease lost                        nothing written; the new owner finishes it
+storage rejects our key (or the   released back to pending, attempt not counted; the daemon
+bucket is missing)                stops claiming until its credential check passes again
 daemon shutting down              released back to pending, attempt not counted
 ================================  ==========================================================
 """
@@ -30,6 +32,7 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import asyncpg
@@ -38,7 +41,12 @@ import structlog
 from daemon.dberrors import TRANSIENT_DB_ERRORS, describe, is_transient
 from daemon.isolation import AnalysisRejected, WorkerCrashed, WorkerTimeout
 from daemon.queue import ClaimedJob, JobQueue, Reuse, Stage
-from daemon.storage import StorageBackend, StorageError, StorageUnavailable
+from daemon.storage import (
+    StorageBackend,
+    StorageError,
+    StorageNotConfigured,
+    StorageUnavailable,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +88,11 @@ class JobRunner:
         options: dict[str, Any] | None = None,
         max_attempts: int | None = None,
         max_file_bytes: int | None = None,
+        on_storage_not_configured: Callable[[StorageNotConfigured], None] | None = None,
     ) -> None:
+        """``on_storage_not_configured``: told when Storage answers as it answers a rejected
+        key; the job itself is handed back untouched, since no file is at fault."""
+        self._on_storage_not_configured = on_storage_not_configured
         self._queue = queue
         self._max_attempts = max_attempts
         self._max_bytes = max_file_bytes
@@ -107,6 +119,16 @@ class JobRunner:
                 log.info("job_released", attempt=job.attempts)
                 self._metrics.jobs_finished_total.labels(outcome="released").inc()
                 raise
+            except StorageNotConfigured as exc:
+                # A configuration error: every job would meet it. This one waits, uncounted.
+                reason = str(exc)
+                if self._on_storage_not_configured is not None:
+                    self._on_storage_not_configured(exc)
+                try:
+                    released = await self._queue.release(job)
+                except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError):
+                    released = False  # the lease expires and the job runs later anyway
+                outcome = "waiting" if released else "abandoned"
             except (Permanent, AnalysisRejected, StorageError) as exc:
                 reason = str(exc)
                 if isinstance(exc, StorageUnavailable):

@@ -12,6 +12,13 @@ wait out. The daemon logs ``database_unavailable`` once, says so on ``/readyz``,
 once a second, and logs ``database_available`` when a query succeeds again; the listener is then
 told to reconnect at once. Errors that waiting does not cure (a dropped database, a function a bad
 migration removed) still stop the daemon with exit code 1, so a supervisor notices.
+
+Storage credentials are checked before the first claim and again whenever Storage answers the
+way it answers a rejected key (``StorageNotConfigured``). While the check fails the daemon claims
+nothing, says so on ``/readyz`` (``not_ready.storage``) and once in the log
+(``storage_not_configured``, naming SUPABASE_SERVICE_ROLE_KEY), and checks again every
+``STORAGE_RECHECK_S``; the job that met the answer went back to pending uncounted. When the check
+passes (``storage_configured``) claiming resumes: no job failed, none needs requeueing.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from daemon.jobs import Analyser, JobRunner
 from daemon.listener import RECONNECTABLE, Listener, database_unavailable
 from daemon.queue import ClaimedJob, JobQueue, OwnerLock
 from daemon.settings import Settings
-from daemon.storage import StorageBackend
+from daemon.storage import StorageBackend, StorageNotConfigured, StorageUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +55,8 @@ LEASE_LOST_GRACE_S = 1.0
 # connection) go back to pending within about this long, whatever the lease length. Heartbeats
 # keep their own, slower cadence.
 RESCUE_INTERVAL_S = 1.0
+# While Storage rejects the credentials, they are checked again this often.
+STORAGE_RECHECK_S = 5.0
 # Best-effort clean-up (releases) swallows any of these: the lease expires anyway.
 DB_ERRORS = (*TRANSIENT_DB_ERRORS, *RECONNECTABLE)
 
@@ -99,6 +108,11 @@ class Daemon:
         self._db_down_since: float | None = None  # set while queries fail for database trouble
         self._db_error = ""
         self._catch_up_due = True  # the first pass of the claim loop catches up
+        # Storage credentials: checked before the first claim and after every answer that looks
+        # like a rejected key; while ``_storage_problem`` is set nothing is claimed.
+        self._storage_problem: str | None = None
+        self._storage_check_at: float | None = 0.0  # monotonic time of the next check; None: ok
+        self._storage_reported = False  # storage_not_configured logged for the current spell
         self.draining = False
         self.listener: Listener | None = None
 
@@ -145,6 +159,12 @@ class Daemon:
             stats = self._pool_stats()
             if stats["starting"] >= stats["size"]:
                 reasons["analysis_workers"] = f"no analysis worker is up: {stats}"
+        if self._storage_problem is not None:
+            # a fixed sentence: the details (bucket, Storage's words) are in the log event
+            reasons["storage"] = (
+                "configuration error: Supabase Storage rejects SUPABASE_SERVICE_ROLE_KEY or the"
+                " bucket is missing (log event storage_not_configured)"
+            )
         if self.draining:
             reasons["draining"] = "shutting down"
         details = {
@@ -173,6 +193,7 @@ class Daemon:
             options=self._options,
             max_attempts=s.max_attempts,
             max_file_bytes=int(s.max_file_mb * 1_000_000),
+            on_storage_not_configured=self._storage_rejected,
         )
         self.listener = Listener(
             self._dsn,
@@ -255,6 +276,9 @@ class Daemon:
             try:
                 if self._catch_up_due:
                     await self._catch_up()
+                if free > 0 and not await self._storage_ready():
+                    await self._sleep(min(s.poll_interval, STORAGE_RECHECK_S))
+                    continue
                 if free > 0:
                     await self._hold_owner_lock()  # never hold a job the others think orphaned
                 rows = await self._claim(free) if free > 0 else []
@@ -280,6 +304,45 @@ class Daemon:
                 continue  # the queue may hold more: claim again before sleeping
             await self._sleep(await self._idle_wait(free, claimed))
         await self._drain()
+
+    async def _storage_ready(self) -> bool:
+        """False while Storage rejects our credentials; checks them when a check is due."""
+        due = self._storage_check_at
+        if due is None or time.monotonic() < due:
+            return self._storage_problem is None
+        try:
+            await asyncio.wait_for(
+                self._storage.check_credentials(self.settings.bucket),
+                self.settings.storage_timeout,
+            )
+        except StorageNotConfigured as exc:
+            if not self._storage_reported:  # once per spell, not every STORAGE_RECHECK_S
+                log.error(
+                    "storage_not_configured", variable="SUPABASE_SERVICE_ROLE_KEY", error=str(exc)
+                )
+                self._storage_reported = True
+            self._storage_problem = str(exc)
+            self._storage_check_at = time.monotonic() + STORAGE_RECHECK_S
+            return False
+        except (StorageUnavailable, TimeoutError) as exc:
+            # Storage cannot answer at all: that is the jobs' transient trouble, not a verdict
+            # on the key. Claim, and ask again later.
+            log.warning("storage_check_inconclusive", error=str(exc))
+            self._storage_check_at = time.monotonic() + STORAGE_RECHECK_S
+            return self._storage_problem is None
+        if self._storage_reported:
+            log.info("storage_configured")
+        self._storage_problem, self._storage_check_at = None, None
+        self._storage_reported = False
+        return True
+
+    def _storage_rejected(self, exc: StorageNotConfigured) -> None:
+        """A job met an answer like a rejected key: stop claiming and check the credentials at
+        once (the check, not the job, reports it: its words name no object)."""
+        if self._storage_problem is None:
+            self._storage_problem = str(exc)
+            self._storage_check_at = time.monotonic()
+        self._wake.set()
 
     async def _claim(self, free: int) -> list[ClaimedJob]:
         claim = asyncio.ensure_future(

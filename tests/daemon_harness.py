@@ -90,9 +90,15 @@ class RunningDaemon:
 
 @contextlib.asynccontextmanager
 async def running_daemon(
-    settings: Settings, dsn: str, *, ready_timeout: float = 60.0, **serve_kwargs: Any
+    settings: Settings,
+    dsn: str,
+    *,
+    ready_timeout: float = 60.0,
+    wait_ready: bool = True,
+    **serve_kwargs: Any,
 ) -> AsyncIterator[RunningDaemon]:
-    """The daemon running in this loop; ready when the block starts, stopped (exit 0) after."""
+    """The daemon running in this loop; ready when the block starts (unless ``wait_ready`` is
+    false: a test of a daemon that cannot become ready), stopped (exit 0) after."""
     loop = asyncio.get_running_loop()
     started: asyncio.Future[Daemon] = loop.create_future()
     task = asyncio.create_task(
@@ -106,7 +112,7 @@ async def running_daemon(
     handle = RunningDaemon(started.result(), task, settings)
     try:
         deadline = time.monotonic() + ready_timeout
-        while True:
+        while wait_ready:
             handle.check_alive()
             ready, details = await handle.daemon.readiness()
             if ready:

@@ -4,11 +4,14 @@ production storage path over real HTTP (404 permanent, 503 retried), and the dra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import time
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from daemon.cmd_upload import upload
 from emg_core.synthetic import ghostly_recording
@@ -335,3 +338,110 @@ async def test_a_file_overwritten_mid_analysis_is_tracked_and_drained_as_its_new
         assert row["content_sha256"] == hashlib.sha256(second).hexdigest()
     finally:
         await conn.close()
+
+
+# --- storage credentials -----------------------------------------------------------------------
+
+
+async def readiness(port: int) -> tuple[int, dict]:
+    async with (
+        aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http,
+        http.get("/readyz") as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+async def wait_readiness(port: int, d, want: int, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        d.check_alive()
+        with contextlib.suppress(aiohttp.ClientError):
+            status, body = await readiness(port)
+            if status == want:
+                return body
+        assert time.monotonic() < deadline, f"/readyz never answered {want}"
+        await asyncio.sleep(0.05)
+
+
+def storage_events(logs: list[dict]) -> list[dict]:
+    return [e for e in logs if e["event"] in ("storage_not_configured", "storage_configured")]
+
+
+async def test_a_rejected_key_at_start_waits_on_readyz_and_the_fix_resumes_the_job(
+    db_url, tmp_path
+):
+    """Real Storage treats a wrong key as anon ("Bucket not found"): the daemon says so, claims
+    nothing, and once the key is accepted the waiting job runs, with no requeue by hand."""
+    server = await start_storage_server(key="the-project-s-actual-key")
+    port = free_port()
+    settings = supabase_settings(db_url, tmp_path, server, health_port=port)
+    patient = await make_patient(db_url)
+    data, truth = ghostly_recording(seed=6, duration_s=10.0)
+    name = f"{patient}/waiting.c3d"
+    server.objects[(BUCKET, name)] = data
+    conn = await dbutil.connect(db_url)
+    try:
+        with capture_logs() as logs:
+            async with running_daemon(settings, db_url, wait_ready=False) as d:
+                await dbutil.upload_object(conn, BUCKET, name, user_id=patient, data=data)
+                sid = await session_for(conn, name)
+                body = await wait_readiness(port, d, 503)
+                assert "SUPABASE_SERVICE_ROLE_KEY" in body["not_ready"]["storage"]
+                assert KEY not in json.dumps(body)
+                row = (await wait_sessions(conn, [sid], statuses=["pending"], daemon=d))[str(sid)]
+                assert (row["attempts"], row["error"]) == (0, None)
+                assert not [r for r in server.requests if r[2] == name], "nothing was claimed"
+
+                server.key = KEY  # the key is right again (rotated back, or the secret fixed)
+                row = (await wait_sessions(conn, [sid], daemon=d))[str(sid)]
+                await wait_readiness(port, d, 200)
+        assert (row["status"], row["job_state"], row["attempts"]) == ("completed", "succeeded", 1)
+        await assert_matches_truth(conn, row["id"], truth)
+        events = storage_events(logs)
+        assert [e["event"] for e in events] == ["storage_not_configured", "storage_configured"]
+        assert events[0]["variable"] == "SUPABASE_SERVICE_ROLE_KEY"
+        assert "rejects SUPABASE_SERVICE_ROLE_KEY" in events[0]["error"]
+        assert all(KEY not in json.dumps(e, default=str) for e in logs)
+    finally:
+        await conn.close()
+        await server.stop()
+
+
+async def test_a_key_rejected_mid_run_hands_the_job_back_instead_of_failing_it(db_url, tmp_path):
+    server = await start_storage_server(key=KEY)
+    port = free_port()
+    settings = supabase_settings(db_url, tmp_path, server, health_port=port)
+    patient = await make_patient(db_url)
+    data, _ = ghostly_recording(seed=7, duration_s=10.0)
+    name = f"{patient}/revoked.c3d"
+    server.objects[(BUCKET, name)] = data
+    conn = await dbutil.connect(db_url)
+    try:
+        with capture_logs() as logs:
+            async with running_daemon(settings, db_url) as d:
+                server.key = "a-new-key-the-daemon-lacks"  # the project's key was rotated
+                await dbutil.upload_object(conn, BUCKET, name, user_id=patient, data=data)
+                sid = await session_for(conn, name)
+                await wait_readiness(port, d, 503)
+                row = (
+                    await wait_sessions(
+                        conn,
+                        [sid],
+                        statuses=["pending"],
+                        daemon=d,
+                        until=lambda _r: any(r[2] == name for r in server.requests),
+                    )
+                )[str(sid)]
+                assert (row["attempts"], row["error"]) == (0, None), "the attempt is not counted"
+                assert row["job_state"] == "pending"
+
+                server.key = KEY
+                row = (await wait_sessions(conn, [sid], daemon=d))[str(sid)]
+        assert (row["status"], row["attempts"], row["error"]) == ("completed", 1, None)
+        assert [e["event"] for e in storage_events(logs)] == [
+            "storage_not_configured",
+            "storage_configured",
+        ]
+    finally:
+        await conn.close()
+        await server.stop()
