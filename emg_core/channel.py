@@ -22,7 +22,7 @@ from .fatigue import (
     segments_within,
     session_fatigue,
 )
-from .filters import BandPass, bandpass, rms_envelope
+from .filters import BandPass, bandpass, prefix_sum, rms_envelope
 from .mains import Mains, find_mains, notch_sos, residual_share, subtract_mains
 from .metrics import best_window, rates, signal_quality
 from .options import MVC_SOURCE, AnalysisOptions
@@ -357,7 +357,7 @@ def _contractions(
         return []
     envelope = prep.envelope
     e_starts, e_ends = det.starts, det.ends
-    csum = np.concatenate(([0.0], np.cumsum(envelope)))
+    csum = prefix_sum(envelope)
     means = (csum[e_ends] - csum[e_starts]) / (e_ends - e_starts)
     peaks = np.maximum.reduceat(np.append(envelope, 0.0), np.ravel([e_starts, e_ends], "F"))[::2]
     # "reaches X % MVC" is judged on the contraction's best window of the same length as the

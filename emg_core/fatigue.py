@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .filters import prefix_sum
 from .spectral import (
     SegmentSpectra,
     fi_nsm5,
@@ -54,7 +55,7 @@ def clean_segments(spectra: SegmentSpectra, masked: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     if not masked.any():
         return np.ones(spectra.starts.size, dtype=bool)
-    csum = np.concatenate(([0], np.cumsum(masked)))
+    csum = prefix_sum(masked, axis=0)
     ends = np.minimum(spectra.starts + spectra.nperseg, masked.size)
     return np.asarray((csum[ends] - csum[spectra.starts]) == 0)
 
@@ -84,12 +85,6 @@ class ContractionSpectra:
     mdf_slope: np.ndarray
 
 
-def _prefix(x: np.ndarray) -> np.ndarray:
-    out = np.zeros((x.shape[0] + 1, *x.shape[1:]), dtype=np.float64)
-    np.cumsum(x, axis=0, out=out[1:])
-    return out
-
-
 def _range_slopes(
     t: np.ndarray, y: np.ndarray, weight: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> np.ndarray:
@@ -98,8 +93,9 @@ def _range_slopes(
     w = weight & np.isfinite(y)
     y = np.where(w, y, 0.0)
     tw = np.where(w, t, 0.0)
-    s0, st, sy = _prefix(w.astype(np.float64)), _prefix(tw), _prefix(y)
-    stt, sty = _prefix(tw * t), _prefix(tw * y)
+    s0, st, sy, stt, sty = (
+        prefix_sum(v, axis=0) for v in (w.astype(np.float64), tw, y, tw * t, tw * y)
+    )
 
     def between(p: np.ndarray) -> np.ndarray:
         return np.asarray(p[hi] - p[lo])
@@ -138,9 +134,9 @@ def contraction_spectra(
     lo = np.searchsorted(spectra.starts, starts, side="left")
     hi = np.searchsorted(spectra.starts, ends - spectra.nperseg, side="right")
     okf = ok.astype(np.float64)
-    ok_sum = _prefix(okf)
+    ok_sum = prefix_sum(okf, axis=0)
     count = ok_sum[np.maximum(hi, lo)] - ok_sum[lo]
-    sums = _prefix(spectra.psd * okf[:, None])
+    sums = prefix_sum(spectra.psd * okf[:, None], axis=0)
     wide = hi > lo
     psd = np.full((k, nf), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):

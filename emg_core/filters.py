@@ -108,6 +108,23 @@ def _window_samples(window_s: float, rate: float) -> int:
     return 2 * half + 1
 
 
+def prefix_sum(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Cumulative sum along ``axis`` with a leading zero, in float64: the sum of
+    ``x[a:b]`` along that axis is ``out[b] - out[a]``, for any number of spans at once.
+
+    Booleans sum to counts (how many masked samples lie in a span).
+    """
+    x = np.asarray(x)
+    axis = axis % max(x.ndim, 1)
+    shape = list(x.shape)
+    shape[axis] += 1
+    out = np.zeros(shape, dtype=np.float64)
+    tail = [slice(None)] * x.ndim
+    tail[axis] = slice(1, None)
+    np.cumsum(x, axis=axis, out=out[tuple(tail)])
+    return out
+
+
 def moving_mean(x: np.ndarray, rate: float, window_s: float) -> np.ndarray:
     """Centred moving average along the last axis, computed with cumulative sums.
 
@@ -128,8 +145,7 @@ def moving_mean(x: np.ndarray, rate: float, window_s: float) -> np.ndarray:
     n = x.shape[-1]
     w = _window_samples(window_s, rate)
     half = w // 2
-    csum = np.zeros((*x.shape[:-1], n + 1), dtype=np.float64)
-    np.cumsum(x, axis=-1, out=csum[..., 1:])
+    csum = prefix_sum(x)
     if n > 2 * half:
         # interior by slicing; only the 2 x half edge samples need index arrays
         out = np.empty(x.shape, dtype=np.float64)

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .filters import prefix_sum
+
 
 def best_window(
     envelope: np.ndarray, rate: float, window_s: float = 0.5, valid: np.ndarray | None = None
@@ -39,10 +41,10 @@ def best_window(
     if n == 0:
         return 0.0, None
     w = max(1, min(round(window_s * rate), n))
-    csum = np.concatenate(([0.0], np.cumsum(envelope)))
+    csum = prefix_sum(envelope)
     means = (csum[w:] - csum[:-w]) / w
     if valid is not None and not valid.all():
-        bad = np.concatenate(([0], np.cumsum(~valid)))
+        bad = prefix_sum(~valid)
         means = np.where(bad[w:] - bad[:-w] == 0, means, -np.inf)
     k = int(np.argmax(means))
     if not np.isfinite(means[k]):
