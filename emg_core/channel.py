@@ -9,6 +9,7 @@ exactly what was analysed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -288,17 +289,14 @@ def analyse_channel(
             f"relative to this session: estimated from its strongest {opts.mvc_window_ms:.0f} ms "
             f"({mvc_window[0] / env_rate:.2f}-{mvc_window[1] / env_rate:.2f} s)"
         )
-    else:
+    elif given is not None:
         source = MVC_SOURCE[opts.mvc_method(label)]
+    else:  # every window of the session touches an artefact: nothing to estimate it from
+        source = "not estimated: no stretch of this session is free of artefacts"
     return ChannelResult(
-        name=label,
-        sampling_rate=rate,
-        unit=unit,
+        **_described(label, unit, rate, opts, tuple(warnings), prep, det),
         mvc_value=float(mvc),
         mvc_threshold=float(threshold),
-        mvc_method=opts.mvc_method(label),
-        duration_threshold_ms=float(opts.duration_threshold_ms),
-        expected_contractions=int(opts.expected_contractions),
         contractions_total=total,
         contractions_good=good,
         contractions_mvc_compliant=mvc_ok,
@@ -311,15 +309,6 @@ def analyse_channel(
         signal_quality=quality,
         activation_agreement=agree,
         usable=True,
-        warnings=tuple(warnings),
-        masked_samples=masked_n,
-        masked_s=masked_n / rate,
-        mains_hz=_none(prep.mains.fundamental_hz),
-        mains_fraction=float(prep.mains.fraction),
-        mains_removed=prep.mains_removed,
-        rest_level=float(det.rest_level),
-        onset_level=float(det.onset_level),
-        offset_level=float(det.offset_level),
         mvc_source=source,
         mvc_start_ms=1000 * mvc_window[0] / env_rate if mvc_window is not None else None,
         mvc_end_ms=1000 * mvc_window[1] / env_rate if mvc_window is not None else None,
@@ -407,16 +396,11 @@ def _unusable(
     det: Detection | None = None,
 ) -> ChannelResult:
     """A channel that cannot be trusted: no counts, and the reason first among its warnings."""
-    masked_n = int(np.count_nonzero(prep.masked)) if prep is not None else 0
+    said = (f"not analysed: {reason}", *(warnings or ()))
     return ChannelResult(
-        name=label,
-        sampling_rate=rate,
-        unit=unit,
+        **_described(label, unit, rate, opts, said, prep, det),
         mvc_value=float(given) if given is not None else None,
         mvc_threshold=float(given * opts.mvc_percentage / 100) if given is not None else None,
-        mvc_method=opts.mvc_method(label),
-        duration_threshold_ms=float(opts.duration_threshold_ms),
-        expected_contractions=int(opts.expected_contractions),
         contractions_total=None,
         contractions_good=None,
         contractions_mvc_compliant=None,
@@ -439,19 +423,41 @@ def _unusable(
         signal_quality=0.0,
         activation_agreement=None,
         usable=False,
-        warnings=(f"not analysed: {reason}", *(warnings or ())),
-        masked_samples=masked_n,
-        masked_s=masked_n / rate,
-        mains_hz=_none(prep.mains.fundamental_hz) if prep is not None else None,
-        mains_fraction=float(prep.mains.fraction) if prep is not None else 0.0,
-        mains_removed=bool(prep.mains_removed) if prep is not None else False,
-        rest_level=float(det.rest_level) if det is not None else None,
-        onset_level=float(det.onset_level) if det is not None else None,
-        offset_level=float(det.offset_level) if det is not None else None,
         mvc_source=MVC_SOURCE[opts.mvc_method(label)] if given is not None else None,
         fatigue_reason=f"channel not analysed ({reason.split(':')[0]})",
         contractions=(),
     )
+
+
+def _described(
+    label: str,
+    unit: str,
+    rate: float,
+    opts: AnalysisOptions,
+    warnings: tuple[str, ...],
+    prep: Prepared | None,
+    det: Detection | None,
+) -> dict[str, Any]:
+    """The fields a channel's result has whether or not it could be analysed: what it is, the
+    targets it was judged against, and what was found in it (artefacts, hum, rest)."""
+    masked_n = int(np.count_nonzero(prep.masked)) if prep is not None else 0
+    return {
+        "name": label,
+        "sampling_rate": rate,
+        "unit": unit,
+        "mvc_method": opts.mvc_method(label),
+        "duration_threshold_ms": float(opts.duration_threshold_ms),
+        "expected_contractions": int(opts.expected_contractions),
+        "warnings": warnings,
+        "masked_samples": masked_n,
+        "masked_s": masked_n / rate,
+        "mains_hz": _none(prep.mains.fundamental_hz) if prep is not None else None,
+        "mains_fraction": float(prep.mains.fraction) if prep is not None else 0.0,
+        "mains_removed": bool(prep.mains_removed) if prep is not None else False,
+        "rest_level": float(det.rest_level) if det is not None else None,
+        "onset_level": float(det.onset_level) if det is not None else None,
+        "offset_level": float(det.offset_level) if det is not None else None,
+    }
 
 
 __all__ = ["DEFAULT_UNIT", "Prepared", "analyse_channel", "prepare"]
