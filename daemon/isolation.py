@@ -60,6 +60,7 @@ import signal
 import struct
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -242,7 +243,8 @@ class AnalysisPool:
 
     async def _spawn(self) -> _Worker:
         code = "from daemon.isolation import _child_main; _child_main()"
-        env = dict(os.environ, EMGD_WORKER_TARGET=self.target)
+        env = worker_environment(os.environ)
+        env["EMGD_WORKER_TARGET"] = self.target
         env["EMGD_WORKER_MEMORY_MB"] = str(self.memory_mb)
         env["EMGD_WORKER_PRELOAD"] = ",".join(self.preload)
         env["EMGD_WORKER_WARMUP"] = self.warmup
@@ -433,6 +435,29 @@ def _root() -> str:
 
 
 # ------------------------------------------------------------------------------- worker side
+
+
+# What an analysis worker may see of the daemon's environment. These processes parse untrusted
+# files: they get no credentials (the service key, the database URL and its password, cloud
+# keys), only what the interpreter and the numeric libraries read, and emgd's own non-secret
+# settings. An allow-list, so a secret under a name nobody thought of stays out too.
+_WORKER_ENV_NAMES = {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP"}
+_WORKER_ENV_PREFIXES = ("LC_", "PYTHON")
+_WORKER_ENV_SUFFIXES = ("_NUM_THREADS",)
+_SECRET_EMGD_NAMES = {"EMGD_DATABASE_URL", "EMGD_SUPABASE_SERVICE_ROLE_KEY"}
+
+
+def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment an analysis worker starts with: ``environ`` with everything but the
+    allowed names removed."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in _WORKER_ENV_NAMES
+        or name.startswith(_WORKER_ENV_PREFIXES)
+        or name.endswith(_WORKER_ENV_SUFFIXES)
+        or (name.startswith("EMGD_") and name not in _SECRET_EMGD_NAMES)
+    }
 
 
 def _child_main() -> None:

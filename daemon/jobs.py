@@ -108,7 +108,9 @@ class JobRunner:
         timings: dict[str, float] = {}
         outcome, reason = "failed", None
         with structlog.contextvars.bound_contextvars(
-            job_id=job.job_id, session_id=job.session_id, object_name=job.object_name
+            # pseudonymous ids only: an object name is a file name, which can name a patient
+            job_id=job.job_id,
+            session_id=job.session_id,
         ):
             try:
                 outcome = await self._process(job, timings)

@@ -11,7 +11,16 @@ Public API
     while the job runs, from any module. Standard-library loggers (aiohttp, asyncpg) are routed
     through the same renderer so the output stays one format.
 
+``redact(*secrets)``: strings never to appear in any log line (the service key, the database
+    password); each occurrence is replaced by ``[redacted]`` in the rendered line. The runtime
+    registers them at start.
+
 Modules log with ``log = structlog.get_logger(__name__)`` and stable snake_case event names.
+
+What is never logged: local variables (tracebacks carry frames and source lines only, in both
+formats: a frame's locals hold file bytes, C3D metadata and lease tokens), file contents, C3D
+metadata values, object names (a file name can name a patient) and secrets. Jobs are named by
+their pseudonymous ids, ``job_id`` and ``session_id``.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import sys
 import structlog
 from structlog.typing import Processor
 
-__all__ = ["configure"]
+__all__ = ["configure", "redact"]
 
 _LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10}
 
@@ -40,6 +49,26 @@ def _resolve(fmt: str | None, level: str | None) -> tuple[str, int]:
     return fmt, _LEVELS[name]
 
 
+_SECRETS: set[str] = set()
+_REDACTED = "[redacted]"
+
+
+def redact(*secrets: str | None) -> None:
+    """Never let these strings reach the log (short ones would redact ordinary words: ignored)."""
+    _SECRETS.update(s for s in secrets if s and len(s) >= 8)
+
+
+def _redacting(render: Processor) -> Processor:
+    def processor(logger: object, method: str, event: dict) -> object:
+        out = render(logger, method, event)
+        if _SECRETS and isinstance(out, str):
+            for secret in _SECRETS:
+                out = out.replace(secret, _REDACTED)
+        return out
+
+    return processor
+
+
 def configure(fmt: str | None = None, level: str | None = None) -> None:
     fmt, level_no = _resolve(fmt, level)
     shared: list[Processor] = [
@@ -47,13 +76,24 @@ def configure(fmt: str | None = None, level: str | None = None) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # structlog's defaults put every frame's local variables into tracebacks (show_locals): the
+    # bytes of the file being analysed, its metadata, the job's lease token. Frames only.
     if fmt == "json":
         tail: list[Processor] = [
-            structlog.processors.dict_tracebacks,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
+            _redacting(structlog.processors.JSONRenderer()),
         ]
     else:
-        tail = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+        tail = [
+            _redacting(
+                structlog.dev.ConsoleRenderer(
+                    colors=sys.stderr.isatty(),
+                    exception_formatter=structlog.dev.plain_traceback,
+                )
+            )
+        ]
 
     structlog.configure(
         processors=[

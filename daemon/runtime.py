@@ -147,11 +147,16 @@ async def serve(
     on_started: Any | None = None,
 ) -> int:
     """Run the daemon until SIGTERM/SIGINT (or ``on_started``'s caller asks it to stop)."""
+    from urllib.parse import urlsplit
+
     from daemon.health import Metrics
     from daemon.isolation import AnalysisPool
+    from daemon.logs import redact
     from daemon.storage import make_storage
     from daemon.worker import Daemon
 
+    key = settings.supabase_service_role_key
+    redact(key.get_secret_value() if key else None, urlsplit(dsn).password)
     metrics = Metrics()
     storage = make_storage(settings)
     pool: AnalysisPool | None = None

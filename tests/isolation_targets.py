@@ -134,3 +134,17 @@ def real_or_misbehave(data: bytes, name: str, options: dict) -> dict:
     from daemon.isolation import analyze_to_dict
 
     return analyze_to_dict(data, name, options)
+
+
+def environment(data: bytes, name: str, options: dict) -> dict:
+    return {"environ": dict(os.environ)}
+
+
+def real_then_nan(data: bytes, name: str, options: dict) -> dict:
+    """The real analysis, whose result the daemon then cannot encode (a NaN): an internal error
+    in the daemon, after the file's bytes, its metadata and the job's lease are all in frames."""
+    from daemon.isolation import analyze_to_dict
+
+    result = analyze_to_dict(data, name, options)
+    result["duration_s"] = float("nan")
+    return result

@@ -330,3 +330,31 @@ async def test_a_file_beyond_the_worker_memory_limit_costs_one_job(tmp_path):
         assert (await p.analyse(b"x", name="x", options={"do": "works"}))["size"] == 1
     finally:
         await p.close()
+
+
+async def test_workers_start_without_the_daemon_s_secrets(monkeypatch):
+    """The processes that parse untrusted files never see credentials, whatever their name."""
+    secrets = {
+        "SUPABASE_SERVICE_ROLE_KEY": "sk-canary-service-key",
+        "EMGD_SUPABASE_SERVICE_ROLE_KEY": "sk-canary-service-key",
+        "DATABASE_URL": "postgresql://emgd:canary-password@db/emgd",
+        "EMGD_DATABASE_URL": "postgresql://emgd:canary-password@db/emgd",
+        "PGPASSWORD": "canary-password",
+        "AWS_SECRET_ACCESS_KEY": "canary-aws",
+        "SOME_VENDOR_TOKEN": "canary-token",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("EMGD_TEST_ANALYSIS_DELAY", "0")
+    p = pool(1)
+    await p.start()
+    try:
+        seen = (await p.analyse(b"x", name="n", options={"do": "environment"}))["environ"]
+    finally:
+        await p.close()
+    assert not set(secrets) & set(seen), sorted(set(secrets) & set(seen))
+    assert not [v for v in seen.values() if "canary" in v]
+    # what the interpreter and numeric libraries need, and emgd's own plain settings, remain
+    assert seen["PATH"] == os.environ["PATH"] and seen["OMP_NUM_THREADS"] == "1"
+    assert seen["EMGD_TEST_ANALYSIS_DELAY"] == "0"
