@@ -30,6 +30,9 @@ warmup=None)``
                                      the log and ``.detail``); it is replaced;
       ``WorkerTimeout(reason)``      the job ran past ``timeout_s``; the worker is killed, replaced.
     All three derive from ``AnalysisError``; ``.reason`` (== ``str``) is fit for ``sessions.error``.
+    ``async render_report(source, *, name, options, result, timeout_s=30) -> bytes``: the
+    session's report picture (``daemon.report.render_png``) in a worker, under the same limits
+    and its own time bound; raises what ``analyse`` raises.
     ``stats() -> dict``: size, idle, starting, restarts, jobs (for readiness and metrics).
     ``async close()``: stops every worker (idle ones exit on EOF; busy ones are killed, their
     callers get ``WorkerCrashed``); calls waiting for a worker, or made later, get ``PoolError``.
@@ -68,6 +71,7 @@ import structlog
 __all__ = [
     "DEFAULT_PRELOAD",
     "DEFAULT_TARGET",
+    "REPORT_TARGET",
     "AnalysisError",
     "AnalysisPool",
     "AnalysisRejected",
@@ -85,7 +89,17 @@ DEFAULT_TARGET = "daemon.isolation:analyze_to_dict"
 # it pays no import time) and before the memory limit is measured (so the libraries are not charged
 # to the analysis). Not ezc3d: emg_core reads C3D itself; ezc3d only writes synthetic recordings
 # (the warm-up's among them, so a warm worker holds it all the same, for 3 MB).
-DEFAULT_PRELOAD = ("numpy", "scipy.signal", "emg_core.analysis")
+DEFAULT_PRELOAD = (
+    "numpy",
+    "scipy.signal",
+    "emg_core.analysis",
+    "daemon.report",
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",
+)
+# The report picture: drawn in the same workers, after the results are committed.
+REPORT_TARGET = "daemon.report:render_png"
+REPORT_TIMEOUT_S = 30.0
 DEFAULT_WARMUP = "daemon.isolation:warm_up"
 _HEAD = struct.Struct("!QQ")  # request: header length, data length
 _LEN = struct.Struct("!Q")  # reply: pickle length
@@ -306,14 +320,39 @@ class AnalysisPool:
 
     # -- jobs
 
+    async def render_report(
+        self,
+        data: bytes | os.PathLike[str],
+        *,
+        name: str,
+        options: dict[str, Any],
+        result: dict[str, Any],
+        timeout_s: float = REPORT_TIMEOUT_S,
+    ) -> bytes:
+        """The session's report picture (PNG) in a worker, within ``timeout_s`` (and never longer
+        than an analysis may take); raises what ``analyse`` raises."""
+        return await self.analyse(
+            data,
+            name=name,
+            options=options,
+            call=(REPORT_TARGET, (result,)),
+            timeout_s=min(timeout_s, self.timeout_s),
+        )
+
     async def analyse(
-        self, data: bytes | os.PathLike[str], *, name: str, options: dict[str, Any]
-    ) -> dict[str, Any]:
+        self,
+        data: bytes | os.PathLike[str],
+        *,
+        name: str,
+        options: dict[str, Any],
+        call: tuple[str, tuple[Any, ...]] | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
         worker = await self._acquire()
         self.jobs += 1
         keep = False
         try:
-            result = await self._run(worker, data, name, options)
+            result = await self._run(worker, data, name, options, call, timeout_s)
             keep = True
             return result
         except AnalysisRejected:
@@ -349,15 +388,24 @@ class AnalysisPool:
         return getter.result()
 
     async def _run(
-        self, worker: _Worker, source: bytes | os.PathLike[str], name: str, options: dict[str, Any]
-    ) -> dict[str, Any]:
-        """One job on one worker; raises AnalysisError subclasses."""
+        self,
+        worker: _Worker,
+        source: bytes | os.PathLike[str],
+        name: str,
+        options: dict[str, Any],
+        call: tuple[str, tuple[Any, ...]] | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """One job on one worker; raises AnalysisError subclasses. ``call`` runs another
+        function of the worker, ``function(data, name, options, *args)``, instead of the
+        target."""
         path, data = (None, source) if isinstance(source, bytes) else (os.fspath(source), b"")
-        header = pickle.dumps((name, options, path), protocol=pickle.HIGHEST_PROTOCOL)
+        header = pickle.dumps((name, options, path, call), protocol=pickle.HIGHEST_PROTOCOL)
         stdin = worker.proc.stdin
         assert stdin is not None
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(timeout_s):
                 stdin.write(_HEAD.pack(len(header), len(data)))
                 stdin.write(header)
                 stdin.write(data)
@@ -366,7 +414,7 @@ class AnalysisPool:
         except TimeoutError:
             await worker.kill()
             raise WorkerTimeout(
-                f"analysis took longer than {self.timeout_s:g} s; worker killed",
+                f"analysis took longer than {timeout_s:g} s; worker killed",
                 code="worker_timeout",
             ) from None
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
@@ -502,13 +550,18 @@ def _child_main() -> None:
         if len(head) < _HEAD.size:
             return  # parent closed the pipe: shut down
         hlen, dlen = _HEAD.unpack(head)
-        name, options, path = pickle.loads(inp.read(hlen))
+        name, options, path, call = pickle.loads(inp.read(hlen))
         data = inp.read(dlen)
         try:
             if path is not None:
                 with open(path, "rb") as fh:
                     data = fh.read()
-            send("ok", func(data, name, options))
+            if call is None:
+                send("ok", func(data, name, options))
+            else:
+                module_name, _, fn = call[0].partition(":")
+                other = getattr(importlib.import_module(module_name), fn)
+                send("ok", other(data, name, options, *call[1]))
         except MemoryError as exc:
             del data
             send("oom", str(exc) or "MemoryError")

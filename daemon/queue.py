@@ -57,6 +57,17 @@ FINISH_JOB = (
     " p_retry_in => make_interval(secs => $5::float8), p_crashed => $6::boolean)"
 )
 RELEASE_JOB = "select emgd.release_job(p_job_id => $1::bigint, p_token => $2::uuid)"
+# the report picture: when the session's results were committed, and (for results copied
+# from identical content) those results; then the picture's path, for exactly those results
+REPORT_SOURCE = (
+    "select s.processed_at,"
+    " case when $2::boolean then emgd.session_result(p_session_id => s.id) end as result"
+    " from public.sessions s where s.id = $1::uuid"
+)
+SET_REPORT_PATH = (
+    "select emgd.set_report_path("
+    "p_session_id => $1::uuid, p_report_path => $2::text, p_processed_at => $3::timestamptz)"
+)
 # the patient's targets and MVC (settings, reference session) as AnalysisOptions fields
 ANALYSIS_OPTIONS = "select emgd.analysis_options(p_session_id => $1::uuid)"
 RESCUE_EXPIRED = "select emgd.rescue_expired()"
@@ -231,6 +242,24 @@ class JobQueue:
     async def set_stage(self, job: ClaimedJob, stage: Stage) -> bool:
         ok = await self.db.fetchval(SET_STAGE, job.job_id, job.lease_token, stage, stage.progress)
         return bool(ok)
+
+    async def report_source(
+        self, job: ClaimedJob, *, with_result: bool
+    ) -> tuple[dt.datetime | None, dict[str, Any] | None]:
+        """The committed results' time and, ``with_result``, the results as stored."""
+        rows = await self.db.fetch(REPORT_SOURCE, job.session_id, with_result)
+        if not rows:
+            return None, None
+        raw = rows[0]["result"]
+        result = json.loads(raw) if isinstance(raw, str) else raw
+        return rows[0]["processed_at"], result
+
+    async def set_report_path(
+        self, job: ClaimedJob, *, path: str, processed_at: dt.datetime
+    ) -> bool:
+        """Record the picture of the results committed at ``processed_at``; False when newer
+        results (or none) are there."""
+        return bool(await self.db.fetchval(SET_REPORT_PATH, job.session_id, path, processed_at))
 
     async def analysis_options(self, job: ClaimedJob) -> dict[str, Any]:
         """What the patient's therapist set for this session's analysis ({} for none)."""
