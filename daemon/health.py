@@ -19,14 +19,16 @@ daemons in one test process never clash. Attributes (exported names get an ``emg
     ``render() -> bytes``             the text exposition format
 ``Ticker(max_age)``: ``tick()`` from the main loop; ``liveness()`` -> ``(ok, details)`` is false
 once no tick came for ``max_age`` seconds. Ready-made liveness callback.
-``HealthServer(host, port, *, metrics, readiness, liveness)``
-    ``readiness``: ``async () -> (ready: bool, details: dict)``; ``liveness``: ``() -> (ok, dict)``.
+``HealthServer(host, port, *, metrics, readiness, liveness, page=None)``
+    ``readiness``: ``async () -> (ready: bool, details: dict)``; ``liveness``: ``() -> (ok, dict)``;
+    ``page``: ``async () -> str``, the operator page's HTML (daemon/operator_page.py).
     ``async start() -> int`` binds and returns the port (``port=0`` picks a free one — the
     runner must not start the server at all when ``EMGD_HEALTH_PORT=0``, which means "off");
     ``async stop()``.
-Routes: ``/livez`` 200/503; ``/readyz`` 200 when ready, else 503 with the details as JSON (a
-readiness check that raises or takes longer than ``readiness_timeout`` counts as not ready);
-``/healthz`` = ``/readyz``; ``/metrics`` Prometheus text. Bodies: ``{"status": ..., **details}``.
+Routes: ``/`` the operator page (when ``page`` is given); ``/livez`` 200/503; ``/readyz`` 200
+when ready, else 503 with the details as JSON (a readiness check that raises or takes longer than
+``readiness_timeout`` counts as not ready); ``/healthz`` = ``/readyz``; ``/metrics`` Prometheus
+text. Bodies: ``{"status": ..., **details}``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = ["HealthServer", "Metrics", "Ticker"]
 
 Readiness = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 Liveness = Callable[[], tuple[bool, dict[str, Any]]]
+Page = Callable[[], Awaitable[str]]
 
 _STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _NOTIFY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -112,9 +115,11 @@ class HealthServer:
         readiness: Readiness,
         liveness: Liveness,
         readiness_timeout: float = 5.0,
+        page: Page | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.metrics, self.readiness, self.liveness = metrics, readiness, liveness
+        self.page = page
         self.readiness_timeout = readiness_timeout
         self._runner: web.AppRunner | None = None
 
@@ -140,8 +145,16 @@ class HealthServer:
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
+    async def _page(self, request: web.Request) -> web.Response:
+        assert self.page is not None
+        resp = web.Response(text=await self.page(), content_type="text/html", charset="utf-8")
+        resp.headers["Cache-Control"] = "no-store"  # the figures are of this moment
+        return resp
+
     async def start(self) -> int:
         app = web.Application()
+        if self.page is not None:
+            app.router.add_get("/", self._page)
         app.router.add_get("/livez", self._livez)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/healthz", self._readyz)

@@ -88,6 +88,24 @@ RECENT_FAILURES = """
     order by j.finished_at desc nulls last
     limit $1::int
 """
+# jobs that ended (succeeded, failed, quarantined) per minute and state, over the last $1 minutes
+# (the current one included); a retry goes back to pending and is not an end
+THROUGHPUT = """
+    select date_trunc('minute', finished_at) as minute, state, count(*)::int as jobs
+    from emgd.jobs
+    where state in ('succeeded', 'failed', 'quarantined')
+      and finished_at >= date_trunc('minute', now()) - make_interval(mins => $1::int - 1)
+    group by 1, 2
+    order by 1, 2
+"""
+# what every daemon is working on now, longest-running first (partial index on running jobs)
+RUNNING_JOBS = """
+    select j.session_id, s.stage, j.started_at, j.attempts, j.lease_owner
+    from emgd.jobs j join public.sessions s on s.id = j.session_id
+    where j.state = 'running'
+    order by j.started_at
+    limit $1::int
+"""
 REQUEUE = "select emgd.requeue(session_id => $1::uuid)"
 REQUEUE_FAILED = "select emgd.requeue_failed(since => $1::text::interval)"
 REPROCESS_ALL = "select emgd.reprocess_all()"
@@ -173,6 +191,24 @@ class FailedJob:
     crashes: int
     last_error: str | None
     finished_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteCount:
+    """Jobs that ended in ``state`` during the minute starting at ``minute``."""
+
+    minute: dt.datetime
+    state: str
+    jobs: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    session_id: str
+    stage: str
+    started_at: dt.datetime | None
+    attempts: int
+    owner: str | None
 
 
 class Executor(Protocol):
@@ -343,6 +379,23 @@ class JobQueue:
                 crashes=r["crashes"],
                 last_error=r["last_error"],
                 finished_at=r["finished_at"],
+            )
+            for r in rows
+        ]
+
+    async def throughput(self, minutes: int) -> list[MinuteCount]:
+        rows = await self.db.fetch(THROUGHPUT, minutes)
+        return [MinuteCount(r["minute"], r["state"], r["jobs"]) for r in rows]
+
+    async def running_jobs(self, limit: int) -> list[RunningJob]:
+        rows = await self.db.fetch(RUNNING_JOBS, limit)
+        return [
+            RunningJob(
+                session_id=str(r["session_id"]),
+                stage=r["stage"],
+                started_at=r["started_at"],
+                attempts=r["attempts"],
+                owner=None if r["lease_owner"] is None else str(r["lease_owner"]),
             )
             for r in rows
         ]

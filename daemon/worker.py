@@ -36,6 +36,7 @@ from daemon.dberrors import TRANSIENT_DB_ERRORS
 from daemon.health import HealthServer
 from daemon.jobs import Analyser, JobRunner
 from daemon.listener import RECONNECTABLE, Listener, database_unavailable
+from daemon.operator_page import Activity, page
 from daemon.queue import ClaimedJob, JobQueue, OwnerLock
 from daemon.settings import Settings
 from daemon.storage import StorageBackend, StorageNotConfigured, StorageUnavailable
@@ -177,6 +178,25 @@ class Daemon:
             details["not_ready"] = reasons
         return not reasons, details
 
+    async def activity(self) -> Activity:
+        """This daemon's own state, for the operator page."""
+        ready, details = await self.readiness()
+        return Activity(
+            owner=str(self.owner),
+            ready=ready,
+            not_ready={k: str(v) for k, v in details.get("not_ready", {}).items()},
+            listener_mode=details["listener_mode"],
+            listener_reason=details["listener_reason"],
+            concurrency=self.settings.concurrency,
+            in_flight=len(self._in_flight),
+            draining=self.draining,
+            workers=None if self._pool_stats is None else self._pool_stats(),
+        )
+
+    async def operator_page(self) -> str:
+        assert self._queue is not None, "the health server starts after the queue"
+        return await page(self._queue, await self.activity())
+
     # -- main ---------------------------------------------------------------------------------
 
     async def run(self) -> int:
@@ -210,6 +230,7 @@ class Daemon:
                 metrics=self._metrics,
                 readiness=self.readiness,
                 liveness=self.liveness,
+                page=self.operator_page,
             )
         log.info(
             "daemon_started",
