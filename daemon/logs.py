@@ -28,9 +28,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 __all__ = ["configure", "redact"]
 
@@ -59,7 +61,9 @@ def redact(*secrets: str | None) -> None:
 
 
 def _redacting(render: Processor) -> Processor:
-    def processor(logger: object, method: str, event: dict) -> object:
+    def processor(
+        logger: WrappedLogger, method: str, event: EventDict
+    ) -> str | bytes | bytearray | tuple[Any, ...] | Mapping[str, Any]:
         out = render(logger, method, event)
         if _SECRETS and isinstance(out, str):
             for secret in _SECRETS:
