@@ -14,9 +14,12 @@ same memory limit and its own time bound. The picture has a fixed size per chann
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 # matplotlib is imported where a picture is drawn (in the analysis workers, which preload it),
 # never by the daemon's own process: it only needs report_object_name.
@@ -154,7 +157,9 @@ def _summary(result: dict[str, Any]) -> str:
     return "  \u00b7  ".join(parts)
 
 
-def _binned(rate: float, env: np.ndarray, masked: np.ndarray):
+def _binned(
+    rate: float, env: np.ndarray, masked: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Time, envelope maximum and 'any masked' per bin, at most ``MAX_POINTS`` bins."""
     n = env.size
     step = max(1, int(np.ceil(n / MAX_POINTS)))
@@ -163,13 +168,13 @@ def _binned(rate: float, env: np.ndarray, masked: np.ndarray):
         return np.arange(n) / rate, env, masked
     t = (np.arange(m // step) * step + step / 2) / rate
     env_max = env[:m].reshape(-1, step).max(axis=1)
-    mask_any = masked[:m].reshape(-1, step).any(axis=1)
+    mask_any = np.asarray(masked[:m].reshape(-1, step).any(axis=1))
     return t, env_max, mask_any
 
 
-def _channel(ax, ch: dict[str, Any], trace: Any) -> None:
+def _channel(ax: Axes, ch: dict[str, Any], trace: Any) -> None:
     scale = _TO_MICROVOLT.get(str(ch.get("unit") or "").strip(), 1.0)
-    unit = "\u00b5V" if str(ch.get("unit") or "").strip() in _TO_MICROVOLT else ch.get("unit")
+    unit = "\u00b5V" if str(ch.get("unit") or "").strip() in _TO_MICROVOLT else str(ch.get("unit"))
     env = np.asarray(trace.envelope, dtype=float) * scale
     masked = np.asarray(trace.masked, dtype=bool)
     t, env_b, mask_b = _binned(float(trace.rate), env, masked)
@@ -215,7 +220,7 @@ def _channel_line(ch: dict[str, Any], scale: float, unit: str) -> str:
         f"{(ch.get('duration_threshold_ms') or 0) / 1000:g} s",
     ]
     if ch.get("mvc_value") is not None:
-        method = _METHOD_WORDS.get(ch.get("mvc_method"), ch.get("mvc_method"))
+        method = _METHOD_WORDS.get(str(ch.get("mvc_method")), ch.get("mvc_method"))
         parts.append(f"MVC {ch['mvc_value'] * scale:.0f} {unit} ({method})")
     if ch.get("compliance_rate") is not None:
         parts.append(f"compliance {100 * ch['compliance_rate']:.0f} %")
