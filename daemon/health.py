@@ -38,11 +38,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 __all__ = ["HealthServer", "Metrics", "Ticker"]
+
+log = structlog.get_logger(__name__)
 
 Readiness = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 Liveness = Callable[[], tuple[bool, dict[str, Any]]]
@@ -127,7 +130,8 @@ class HealthServer:
         try:
             ok, details = self.liveness()
         except Exception as exc:
-            ok, details = False, {"error": f"{type(exc).__name__}: {exc}"}
+            log.warning("liveness_check_failed", error=repr(exc))
+            ok, details = False, {"error": f"check failed ({type(exc).__name__})"}
         return _answer(ok, "alive" if ok else "dead", details)
 
     async def _readyz(self, request: web.Request) -> web.Response:
@@ -137,7 +141,9 @@ class HealthServer:
         except TimeoutError:
             ready, details = False, {"readiness": f"check took over {self.readiness_timeout:g} s"}
         except Exception as exc:
-            ready, details = False, {"readiness": f"{type(exc).__name__}: {exc}"}
+            # the kind only: a message can quote anything (the log has it)
+            log.warning("readiness_check_failed", error=repr(exc))
+            ready, details = False, {"readiness": f"check failed ({type(exc).__name__})"}
         return _answer(ready, "ready" if ready else "not_ready", details)
 
     async def _metrics(self, request: web.Request) -> web.Response:

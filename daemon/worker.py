@@ -147,7 +147,8 @@ class Daemon:
         now = time.monotonic()
         if self._db_down_since is not None:
             down = now - self._db_down_since
-            reasons["database"] = f"unavailable for {down:.1f}s: {self._db_error}"
+            # states and counts only: error texts (which can quote data) go to the log
+            reasons["database"] = f"unavailable for {down:.1f}s"
         elif self._last_db_ok is None:
             reasons["database"] = "no successful query yet"
         elif (age := now - self._last_db_ok) > max(3 * self.settings.poll_interval, 5.0):
@@ -155,7 +156,7 @@ class Daemon:
         listener = self.listener
         mode = listener.mode if listener else "starting"
         if listener is None or not listener.healthy:
-            reasons["listener"] = f"{mode}: {listener.reason if listener else 'starting'}"
+            reasons["listener"] = mode
         if self._pool_stats is not None:
             stats = self._pool_stats()
             if stats["starting"] >= stats["size"]:
@@ -168,12 +169,7 @@ class Daemon:
             )
         if self.draining:
             reasons["draining"] = "shutting down"
-        details = {
-            "listener_mode": mode,
-            "listener_reason": listener.reason if listener else "",
-            "in_flight": len(self._in_flight),
-            "owner": str(self.owner),
-        }
+        details: dict[str, Any] = {"listener_mode": mode, "in_flight": len(self._in_flight)}
         if reasons:
             details["not_ready"] = reasons
         return not reasons, details

@@ -387,7 +387,9 @@ async def test_a_rejected_key_at_start_waits_on_readyz_and_the_fix_resumes_the_j
                 sid = await session_for(conn, name)
                 body = await wait_readiness(port, d, 503)
                 assert "SUPABASE_SERVICE_ROLE_KEY" in body["not_ready"]["storage"]
-                assert KEY not in json.dumps(body)
+                # states and counts only: no key, no owner id, no error text
+                assert set(body) == {"status", "listener_mode", "in_flight", "not_ready"}
+                assert KEY not in json.dumps(body) and str(d.daemon.owner) not in json.dumps(body)
                 row = (await wait_sessions(conn, [sid], statuses=["pending"], daemon=d))[str(sid)]
                 assert (row["attempts"], row["error"]) == (0, None)
                 assert not [r for r in server.requests if r[2] == name], "nothing was claimed"

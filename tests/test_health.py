@@ -94,7 +94,8 @@ async def test_a_hanging_or_failing_readiness_check_is_not_ready(served):
     assert time.monotonic() - started < 5.0
     ready.delay, ready.error = 0.0, ConnectionRefusedError("database down")
     status, body = await get(http, "/readyz")
-    assert status == 503 and body["readiness"] == "ConnectionRefusedError: database down"
+    # the kind of failure, never its words (they can quote anything)
+    assert status == 503 and body["readiness"] == "check failed (ConnectionRefusedError)"
 
 
 async def test_metrics_expose_every_series(served):
