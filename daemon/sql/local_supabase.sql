@@ -39,7 +39,7 @@ create schema if not exists auth;
 create schema if not exists storage;
 create schema if not exists extensions;
 
-grant usage on schema public, auth, storage to anon, authenticated, service_role;
+grant usage on schema public, auth, storage, extensions to anon, authenticated, service_role;
 
 -- Supabase grants the API roles everything on objects created in public and storage and relies
 -- on RLS alone; doing the same here keeps local RLS tests as strict as the real thing.
