@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from typing import Any
 
 from daemon.dbconnect import NoDatabaseError, add_database_arguments, database, fail
 
@@ -15,7 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-async def collect(dsn: str, failures: int = 10) -> dict:
+async def collect(dsn: str, failures: int = 10) -> dict[str, Any]:
     import asyncpg
 
     from daemon.queue import JobQueue
@@ -45,7 +46,7 @@ async def collect(dsn: str, failures: int = 10) -> dict:
     }
 
 
-def render(status: dict) -> str:
+def render(status: dict[str, Any]) -> str:
     lines = ["queue:"]
     lines += [f"  {state:<12} {n:>8}" for state, n in status["queue"].items()]
     lines.append(f"oldest pending: {status['oldest_pending'] or '-'}")

@@ -165,8 +165,8 @@ def _death(returncode: int | None) -> str:
     if returncode is None:
         return "stopped answering"
     if returncode < 0:
-        sig = -returncode
-        return _SIGNALS.get(sig, f"killed by signal {signal.Signals(sig).name}")
+        sig = signal.Signals(-returncode)
+        return _SIGNALS.get(sig, f"killed by signal {sig.name}")
     return f"exited with code {returncode}"
 
 
@@ -181,7 +181,8 @@ class _Worker:
         (n,) = _LEN.unpack(await self.proc.stdout.readexactly(_LEN.size))
         if n > _MAX_REPLY:
             raise ValueError(f"reply of {n} bytes")
-        return pickle.loads(await self.proc.stdout.readexactly(n))
+        reply: tuple[str, Any] = pickle.loads(await self.proc.stdout.readexactly(n))
+        return reply
 
     async def kill(self) -> int | None:
         with contextlib.suppress(ProcessLookupError):
@@ -331,13 +332,14 @@ class AnalysisPool:
     ) -> bytes:
         """The session's report picture (PNG) in a worker, within ``timeout_s`` (and never longer
         than an analysis may take); raises what ``analyse`` raises."""
-        return await self.analyse(
+        png: bytes = await self.analyse(
             data,
             name=name,
             options=options,
             call=(REPORT_TARGET, (result,)),
             timeout_s=min(timeout_s, self.timeout_s),
         )
+        return png
 
     async def analyse(
         self,

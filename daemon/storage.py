@@ -72,14 +72,19 @@ import stat
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, runtime_checkable
 from urllib.parse import quote
 
 if TYPE_CHECKING:
+    from storage3.types import FileOptions
+
     from daemon.settings import Settings
+
+_T = TypeVar("_T")
 
 __all__ = [
     "Downloaded",
@@ -285,7 +290,7 @@ class LocalStorage:
             if error is not None:
                 done.set_exception(error)
             else:
-                done.set_result(result)
+                done.set_result(cast(Downloaded, result))  # read() sets one of the two
 
         def read() -> None:
             result, error = None, None
@@ -433,7 +438,7 @@ class SupabaseStorage:
         self.download_timeout = download_timeout
         self.max_bytes = max_bytes
 
-    async def _retrying(self, op, what: str):
+    async def _retrying(self, op: Callable[[], Awaitable[_T]], what: str) -> _T:
         from tenacity import (
             AsyncRetrying,
             retry_if_exception_type,
@@ -517,7 +522,7 @@ class SupabaseStorage:
         content_type: str = "application/octet-stream",
     ) -> dict[str, Any]:
         _check_name(bucket, name)
-        options = {"content-type": content_type, "upsert": "true"}
+        options: FileOptions = {"content-type": content_type, "upsert": "true"}
         await self._retrying(
             lambda: self._client.from_(bucket).upload(_escape(name), data, options),
             f"{bucket}/{name}",
@@ -563,7 +568,7 @@ def _escape(name: str) -> str:
     return name.replace("%", "%25")
 
 
-async def _translate(op, what: str):
+async def _translate(op: Callable[[], Awaitable[_T]], what: str) -> _T:
     """Run one storage3 call, turning its errors into ours."""
     import httpx
     from storage3.exceptions import StorageApiError

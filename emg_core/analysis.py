@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ MIN_DURATION_S = 0.5
 
 
 def analyze(
-    source: bytes | str | os.PathLike,
+    source: bytes | str | os.PathLike[str],
     *,
     options: AnalysisOptions | None = None,
     name: str | None = None,
@@ -78,7 +79,7 @@ def analyze(
 
     channels: list[ChannelResult] = []
     methods: dict[str, str] = {}
-    targets: dict[str, dict] = {}
+    targets: dict[str, dict[str, Any]] = {}
     in_file = written_mvc(rec)
     for index in selection.indices:
         label = rec.labels[index]
@@ -227,7 +228,7 @@ class ChannelTrace:
 
 
 def channel_traces(
-    source: bytes | str | os.PathLike, *, options: AnalysisOptions | None = None
+    source: bytes | str | os.PathLike[str], *, options: AnalysisOptions | None = None
 ) -> dict[str, ChannelTrace]:
     """Raw signal, envelope and artefact mask of each EMG channel, as :func:`analyze` has them."""
     opts = options if options is not None else AnalysisOptions()
@@ -255,10 +256,13 @@ def _session_symmetry(channels: list[ChannelResult], pairs: list[tuple[int, int]
         a, b = channels[left], channels[right]
         if not (a.usable and b.usable):
             continue  # an untrustworthy side says nothing about balance
-        if a.compliance_rate or b.compliance_rate:
-            values.append(symmetry(a.compliance_rate, b.compliance_rate))
-        elif a.time_under_tension_ms or b.time_under_tension_ms:
-            values.append(symmetry(a.time_under_tension_ms, b.time_under_tension_ms))
+        # never None on a usable channel: `or 0.0` only narrows the type
+        ca, cb = a.compliance_rate or 0.0, b.compliance_rate or 0.0
+        ta, tb = a.time_under_tension_ms or 0.0, b.time_under_tension_ms or 0.0
+        if ca or cb:
+            values.append(symmetry(ca, cb))
+        elif ta or tb:
+            values.append(symmetry(ta, tb))
     return float(np.mean(values)) if values else None
 
 

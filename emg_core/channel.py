@@ -135,7 +135,7 @@ def envelope_step(rate: float) -> int:
     return max(1, int(rate // ENVELOPE_RATE_HZ))
 
 
-def _none(value) -> float | None:
+def _none(value: float | None) -> float | None:
     return float(value) if value is not None and np.isfinite(value) else None
 
 
@@ -316,7 +316,9 @@ def analyse_channel(
     )
 
 
-def _mvc(prep: Prepared, given: float | None, opts: AnalysisOptions):
+def _mvc(
+    prep: Prepared, given: float | None, opts: AnalysisOptions
+) -> tuple[float, tuple[int, int] | None]:
     """The MVC and, when estimated, its window ``(start, end)`` in envelope samples (never
     touching a masked one)."""
     if given is not None:

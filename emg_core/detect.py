@@ -444,7 +444,13 @@ def detect_contractions(
     counted = z[::step] if valid is None else z[::step][valid[::step]]
     rest_share = float(np.mean(counted <= off)) if counted.size else 1.0
 
-    def result(starts, ends, enough=True, weak=0, typical=0.0):
+    def result(
+        starts: np.ndarray,
+        ends: np.ndarray,
+        enough: bool = True,
+        weak: int = 0,
+        typical: float = 0.0,
+    ) -> Detection:
         return Detection(
             starts,
             ends,
@@ -544,7 +550,7 @@ def agreement(
     if starts.size == 0 or h_starts.size == 0:
         return 0.0
 
-    def found(a_s, a_e, b_s, b_e) -> int:
+    def found(a_s: np.ndarray, a_e: np.ndarray, b_s: np.ndarray, b_e: np.ndarray) -> int:
         # b's events are sorted and disjoint: the candidate overlapping a is found by bisection
         j = np.searchsorted(b_e, a_s, side="right")
         j = np.minimum(j, b_s.size - 1)

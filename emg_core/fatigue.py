@@ -11,6 +11,7 @@ number of contractions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -163,6 +164,20 @@ def contraction_spectra(
     return ContractionSpectra(psd, has, mpf, mdf, mpf_slope, mdf_slope)
 
 
+class SessionFatigue(TypedDict):
+    """The ``ChannelResult`` fields :func:`session_fatigue` fills (``None``: not measurable)."""
+
+    mpf_hz: float | None
+    mdf_hz: float | None
+    fi_nsm5: float | None
+    fi_nsm5_relative: float | None
+    mpf_slope_hz_per_s: float | None
+    mdf_slope_hz_per_s: float | None
+    mpf_slope_pct_per_s: float | None
+    mdf_slope_pct_per_s: float | None
+    fatigue_reason: str | None
+
+
 def session_fatigue(
     cs: ContractionSpectra,
     freqs: np.ndarray,
@@ -170,26 +185,24 @@ def session_fatigue(
     ends: np.ndarray,
     rate: float,
     min_contractions: int,
-) -> dict[str, float | str | None]:
+) -> SessionFatigue:
     """Channel spectral summary and fatigue trends across the session's contractions.
 
     Returns the ``ChannelResult`` fields ``mpf_hz``, ``mdf_hz``, ``fi_nsm5``,
     ``fi_nsm5_relative``, the four slope fields and ``fatigue_reason`` (why the trends are
     ``None``, when they are).
     """
-    out = dict.fromkeys(
-        (
-            "mpf_hz",
-            "mdf_hz",
-            "fi_nsm5",
-            "fi_nsm5_relative",
-            "mpf_slope_hz_per_s",
-            "mdf_slope_hz_per_s",
-            "mpf_slope_pct_per_s",
-            "mdf_slope_pct_per_s",
-        )
+    out = SessionFatigue(
+        mpf_hz=None,
+        mdf_hz=None,
+        fi_nsm5=None,
+        fi_nsm5_relative=None,
+        mpf_slope_hz_per_s=None,
+        mdf_slope_hz_per_s=None,
+        mpf_slope_pct_per_s=None,
+        mdf_slope_pct_per_s=None,
+        fatigue_reason=None,
     )
-    out["fatigue_reason"] = None
     n_have = int(np.count_nonzero(cs.has))
     if n_have == 0:
         out["fatigue_reason"] = (

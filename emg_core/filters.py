@@ -7,6 +7,7 @@ Every function works on the last axis of an array of any shape, typically
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import signal
@@ -37,7 +38,7 @@ class BandPass:
     order: int
     clipped: bool
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """ISEK-style description of the filter, for the result's ``processing``."""
         return {
             "type": "butterworth band-pass",
@@ -51,7 +52,9 @@ class BandPass:
         }
 
 
-def design_bandpass(rate: float, low_hz: float = 20.0, high_hz: float = 450.0, order: int = 4):
+def design_bandpass(
+    rate: float, low_hz: float = 20.0, high_hz: float = 450.0, order: int = 4
+) -> BandPass:
     """Design the Butterworth band-pass used on raw EMG.
 
     Parameters
@@ -94,12 +97,13 @@ def bandpass(x: np.ndarray, filt: BandPass, notches: np.ndarray | None = None) -
     sos = filt.sos if notches is None or len(notches) == 0 else np.vstack((filt.sos, notches))
     # odd extension of 3 x the filter's length, as filtfilt does, but capped for short signals
     padlen = min(3 * (2 * len(sos) + 1), x.shape[-1] - 1)
-    return signal.sosfiltfilt(sos, x, axis=-1, padlen=max(padlen, 0))
+    out: np.ndarray = signal.sosfiltfilt(sos, x, axis=-1, padlen=max(padlen, 0))
+    return out
 
 
 def rectify(x: np.ndarray) -> np.ndarray:
     """Full-wave rectification (absolute value)."""
-    return np.abs(x)
+    return np.asarray(np.abs(x))
 
 
 def _window_samples(window_s: float, rate: float) -> int:
@@ -157,7 +161,7 @@ def moving_mean(x: np.ndarray, rate: float, window_s: float) -> np.ndarray:
         return out
     idx = np.arange(n)
     hi, lo = np.minimum(idx + half + 1, n), np.maximum(idx - half, 0)
-    return (csum[..., hi] - csum[..., lo]) / (hi - lo)
+    return np.asarray((csum[..., hi] - csum[..., lo]) / (hi - lo))
 
 
 def block_mean(x: np.ndarray, step: int) -> np.ndarray:
@@ -212,7 +216,7 @@ def rms_envelope(x: np.ndarray, rate: float, window_s: float = 0.05, step: int =
         power = moving_mean(power_blocks, rate / step, window_s)
     # cumulative-sum differences can come out a hair below zero at rest
     np.maximum(power, 0.0, out=power)
-    return np.sqrt(power, out=power)
+    return np.asarray(np.sqrt(power, out=power))
 
 
 __all__ = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TypedDict
 
 import numpy as np
 
@@ -59,7 +60,14 @@ def estimate_mvc(
     return best_window(envelope, rate, window_s, valid)[0]
 
 
-def rates(total: int, good: int, mvc_ok: int, duration_ok: int, expected: int) -> dict[str, float]:
+class Rates(TypedDict):
+    completion_rate: float
+    intensity_rate: float
+    duration_rate: float
+    compliance_rate: float
+
+
+def rates(total: int, good: int, mvc_ok: int, duration_ok: int, expected: int) -> Rates:
     """Completion, intensity, duration and compliance rates, each in [0, 1].
 
     ``completion = min(total, expected) / expected``; ``intensity = mvc_ok / total``;
@@ -67,12 +75,12 @@ def rates(total: int, good: int, mvc_ok: int, duration_ok: int, expected: int) -
     (intensity and duration are 0 without contractions; completion and compliance are 0 when
     nothing is expected).
     """
-    return {
-        "completion_rate": min(total, expected) / expected if expected > 0 else 0.0,
-        "intensity_rate": mvc_ok / total if total else 0.0,
-        "duration_rate": duration_ok / total if total else 0.0,
-        "compliance_rate": min(good, expected) / expected if expected > 0 else 0.0,
-    }
+    return Rates(
+        completion_rate=min(total, expected) / expected if expected > 0 else 0.0,
+        intensity_rate=mvc_ok / total if total else 0.0,
+        duration_rate=duration_ok / total if total else 0.0,
+        compliance_rate=min(good, expected) / expected if expected > 0 else 0.0,
+    )
 
 
 def signal_quality(

@@ -379,10 +379,10 @@ def _convert(value: float, unit: str | None, to: str) -> float:
     return float(value) * _VOLTS[unit] / _VOLTS[to]
 
 
-class _FrozenDict(dict):
+class _FrozenDict(dict[str, Any]):
     """A dict that refuses changes (keeps ``AnalysisOptions`` effectively immutable)."""
 
-    def _readonly(self, *args, **kwargs):
+    def _readonly(self, *args: object, **kwargs: object) -> None:
         raise TypeError("AnalysisOptions.mvc is read-only")
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
@@ -390,7 +390,7 @@ class _FrozenDict(dict):
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(sorted(self.items())))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[_FrozenDict], tuple[dict[str, Any]]]:
         # pickle through the constructor: the default path would call the refused __setitem__
         return (_FrozenDict, (dict(self),))
 

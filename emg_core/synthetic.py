@@ -262,7 +262,7 @@ def _band_noise(
     band = [low_hz, min(high_hz, 0.45 * rate)]
     sos = signal.butter(2, band, btype="band", fs=rate, output="sos")
     out = signal.sosfilt(sos, rng.standard_normal(n))
-    return out / np.sqrt(np.mean(out**2))
+    return np.asarray(out / np.sqrt(np.mean(out**2)))
 
 
 def _session(
@@ -414,7 +414,7 @@ def _samples_per_frame(n: int) -> int:
 
 
 def ghostly_recording(
-    *, seed: int = 0, duration_s: float = 60.0, rate: float = 990.0, **kwargs
+    *, seed: int = 0, duration_s: float = 60.0, rate: float = 990.0, **kwargs: Any
 ) -> tuple[bytes, GroundTruth]:
     """A complete synthetic GHOSTLY recording as C3D bytes, with its ground truth.
 
@@ -434,7 +434,7 @@ def ghostly_recording(
     return content, truth
 
 
-def write_ghostly(path: str | os.PathLike, **kwargs) -> GroundTruth:
+def write_ghostly(path: str | os.PathLike[str], **kwargs: Any) -> GroundTruth:
     """Write :func:`ghostly_recording` to ``path`` and return the ground truth."""
     content, truth = ghostly_recording(**kwargs)
     Path(path).write_bytes(content)
@@ -652,7 +652,7 @@ class RestLevel:
     def at(self, t: np.ndarray | float) -> np.ndarray:
         """The rest level (volts RMS) at times ``t`` in seconds."""
         t = np.asarray(t, dtype=np.float64)
-        out = self.level_v * np.exp(np.interp(t, self.knot_s, self.knot_log))
+        out: np.ndarray = self.level_v * np.exp(np.interp(t, self.knot_s, self.knot_log))
         for when, factor in self.steps:
             out = np.where(t >= when, out * factor, out)
         return out
@@ -1037,7 +1037,9 @@ def _realistic_channel(
     return raw, detail
 
 
-def _smooth_gauss(rng: np.random.Generator, span_s: float, width_s: float):
+def _smooth_gauss(
+    rng: np.random.Generator, span_s: float, width_s: float
+) -> tuple[np.ndarray, np.ndarray]:
     """A unit-variance Gaussian process: white noise smoothed by a Gaussian of ``width_s``.
 
     Returns knot times and values (8 knots per kernel width), for linear interpolation.
@@ -1055,7 +1057,8 @@ def _lognormal(rng: np.random.Generator, t: np.ndarray, sigma: float, width_s: f
     if sigma <= 0:
         return np.ones(t.size)
     knots, g = _smooth_gauss(rng, float(t[-1]) if t.size else 0.0, width_s)
-    return np.exp(sigma * np.interp(t, knots, g) - sigma**2)
+    out: np.ndarray = np.exp(sigma * np.interp(t, knots, g) - sigma**2)
+    return out
 
 
 def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
