@@ -8,8 +8,10 @@ every daemon's page shows the same queue; the listener and the workers are this 
 
 No patient data: a session appears by its id only. The sessions' names, game metadata and object
 paths (``<patient uuid>/<file name>``) are never read for the page, and a failure reason that
-quotes its object (storage errors do) shows ``<object>`` in its place. The reads go through the
-queue module (``JobQueue``); this module only arranges and escapes what they return.
+quotes its object (storage errors do) shows ``<object>`` in its place. Like ``/readyz`` the page
+gives states and counts, not error texts (which can quote anything): a database that does not
+answer is named by the kind of error, its words go to the log. The reads go through the queue
+module (``JobQueue``); this module only arranges and escapes what they return.
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ import html
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import structlog
+
 from daemon.queue import FailedJob, JobQueue, RunningJob
 
 __all__ = ["Activity", "Failure", "Snapshot", "page", "redact", "render", "snapshot"]
+
+log = structlog.get_logger(__name__)
 
 #: the page reloads itself this often (seconds)
 REFRESH_S = 5
@@ -43,11 +49,10 @@ OBJECT = "<object>"
 class Activity:
     """What this daemon knows of itself (``Daemon.activity()``)."""
 
-    owner: str
+    owner: str  # tells this daemon's running jobs from others' (not shown)
     ready: bool
     not_ready: Mapping[str, str]
     listener_mode: str
-    listener_reason: str
     concurrency: int
     in_flight: int
     draining: bool
@@ -123,8 +128,13 @@ async def snapshot(
     # Whatever the database does (down, slow, a missing function), the page still shows the
     # daemon's own state, which is what an operator needs most in exactly that moment.
     except Exception as exc:
-        reason = f"took over {DB_TIMEOUT_S:g} s" if isinstance(exc, TimeoutError) else str(exc)
-        return dataclasses.replace(empty, database_error=f"{type(exc).__name__}: {reason}")
+        log.warning("operator_page_database_failed", error=repr(exc))
+        problem = (
+            f"no answer within {DB_TIMEOUT_S:g} s"
+            if isinstance(exc, TimeoutError)
+            else f"query failed ({type(exc).__name__})"
+        )
+        return dataclasses.replace(empty, database_error=problem)
     per_minute: dict[dt.datetime, dict[str, int]] = {m: {} for m in span}
     for row in ended:
         if row.minute in per_minute:
@@ -189,8 +199,8 @@ def _status(s: Snapshot) -> str:
     return (
         f'<header><h1>emgd</h1><span id="readiness" class="badge {"ok" if a.ready else "bad"}">'
         f"{badge}</span>"
-        f'<span class="meta">daemon {_e(a.owner)} · {_e(s.now.strftime("%Y-%m-%d %H:%M:%S"))}'
-        f" UTC · refreshes every {REFRESH_S} s</span></header>"
+        f'<span class="meta">{_e(s.now.strftime("%Y-%m-%d %H:%M:%S"))} UTC'
+        f" · refreshes every {REFRESH_S} s</span></header>"
         + (f'<ul class="problem" id="not-ready">{reasons}</ul>' if reasons else "")
         + db
     )
@@ -278,11 +288,7 @@ def _failures(s: Snapshot) -> str:
 
 def _daemon(s: Snapshot) -> str:
     a = s.activity
-    listener = (
-        f'<p>Mode: <b id="listener-mode">{_e(a.listener_mode)}</b>'
-        + (f" — {_e(a.listener_reason)}" if a.listener_reason else "")
-        + "</p>"
-    )
+    listener = f'<p>Mode: <b id="listener-mode">{_e(a.listener_mode)}</b></p>'
     slots = (
         f'<p>Job slots: <b id="slots">{a.in_flight} of {a.concurrency} in use</b>'
         + (" — draining: claims nothing new" if a.draining else "")

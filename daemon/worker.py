@@ -182,7 +182,6 @@ class Daemon:
             ready=ready,
             not_ready={k: str(v) for k, v in details.get("not_ready", {}).items()},
             listener_mode=details["listener_mode"],
-            listener_reason=details["listener_reason"],
             concurrency=self.settings.concurrency,
             in_flight=len(self._in_flight),
             draining=self.draining,
