@@ -11,7 +11,7 @@ number of contractions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import TypedDict, cast
 
 import numpy as np
 
@@ -192,17 +192,7 @@ def session_fatigue(
     ``fi_nsm5_relative``, the four slope fields and ``fatigue_reason`` (why the trends are
     ``None``, when they are).
     """
-    out = SessionFatigue(
-        mpf_hz=None,
-        mdf_hz=None,
-        fi_nsm5=None,
-        fi_nsm5_relative=None,
-        mpf_slope_hz_per_s=None,
-        mdf_slope_hz_per_s=None,
-        mpf_slope_pct_per_s=None,
-        mdf_slope_pct_per_s=None,
-        fatigue_reason=None,
-    )
+    out = cast(SessionFatigue, dict.fromkeys(SessionFatigue.__annotations__))  # all None
     n_have = int(np.count_nonzero(cs.has))
     if n_have == 0:
         out["fatigue_reason"] = (
