@@ -3,7 +3,9 @@
 Starts an embedded PostgreSQL in a temporary folder (or ``--dir``), applies the Supabase stand-in
 and the migrations, creates a therapist and two patients, writes synthetic GHOSTLY recordings with
 known contractions, uploads them the way Supabase Storage does, runs the real daemon until every
-session is processed, prints the results per session, and exits.
+session is processed and has its report picture, and prints the results per session. Then the
+therapist, signed in as the app would sign her in, sets the first patient's MVC per channel: the
+daemon reanalyses exactly that patient's sessions, and the results are printed again.
 """
 
 from __future__ import annotations
@@ -17,12 +19,39 @@ SESSION_SUMMARIES = """
     select s.id, s.object_name, s.status, s.error, s.game_name, s.overall_compliance,
            u.display_name as patient,
            p.name as channel, p.unit, p.usable, p.warnings, p.contractions_total,
-           p.contractions_good, p.mvc_value, p.mpf_hz, p.mdf_hz, p.compliance_rate
+           p.contractions_good, p.mvc_value, p.mpf_hz, p.mdf_hz, p.compliance_rate,
+           p.contractions_mvc_compliant, p.mvc_method, s.report_path, s.processed_at
     from public.sessions s
     left join public.users u on u.id = s.patient_id
     left join public.session_parameters p on p.session_id = s.id
     where s.id = any($1::uuid[])
     order by s.object_name, p.name
+"""
+
+
+# Done: completed with its picture recorded, or failed.
+SESSIONS_DONE = """
+    select id, status, report_path, processed_at from public.sessions where id = any($1::uuid[])
+"""
+# The therapist's request as the app sends it through the API: her role and JWT claims, so the
+# row level security that guards patient_emg_settings decides, not the demo's superuser.
+ACT_AS = """
+    select set_config('role', 'authenticated', true),
+           set_config('request.jwt.claims', json_build_object('sub', $1::text,
+               'role', 'authenticated')::text, true)
+"""
+SET_PATIENT_MVC = """
+    insert into public.patient_emg_settings (patient_id, channel, mvc_value, mvc_unit)
+    values ($1::uuid, $2::text, $3::float8, $4::text)
+    on conflict (patient_id, channel) do update
+    set mvc_value = excluded.mvc_value, mvc_unit = excluded.mvc_unit
+"""
+# The patient's channels and the MVC each session estimated for itself.
+ESTIMATED_MVC = """
+    select p.name, p.unit, min(p.mvc_value) as mvc_value
+    from public.session_parameters p join public.sessions s on s.id = p.session_id
+    where s.patient_id = $1::uuid and p.usable and p.mvc_value > 0
+    group by p.name, p.unit order by p.name
 """
 
 
@@ -57,14 +86,13 @@ async def demo(settings, dsn: str, args: argparse.Namespace) -> int:
 
     import asyncpg
 
-    from daemon import queries
     from daemon.cmd_upload import upload
     from daemon.runtime import serve
     from emg_core.synthetic import ghostly_recording
 
     conn = await asyncpg.connect(dsn)
     try:
-        _therapist, patients = await _seed_users(conn)
+        therapist, patients = await _seed_users(conn)
     finally:
         await conn.close()
 
@@ -81,28 +109,96 @@ async def demo(settings, dsn: str, args: argparse.Namespace) -> int:
 
     started: list = []
     daemon_task = asyncio.create_task(serve(settings, dsn, on_started=started.append))
-    conn = await asyncpg.connect(dsn)
-    try:
-        deadline = asyncio.get_running_loop().time() + args.timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.timeout
+
+    async def wait_done(conn, renewed: dict[str, object] | None = None) -> bool:
+        """Every session completed with its picture, or failed; the sessions in ``renewed``
+        with results newer than the ones listed there. False when the daemon stopped or time
+        ran out."""
+        renewed = renewed or {}
         while True:
             if daemon_task.done():
                 print("emgd: the daemon stopped early", flush=True)
-                return daemon_task.result() or 1
-            rows = await conn.fetch(queries.SESSION_STATES, sessions)
-            if rows and all(r["status"] in ("completed", "failed") for r in rows):
-                break
-            if asyncio.get_running_loop().time() > deadline:
+                return False
+            rows = await conn.fetch(SESSIONS_DONE, sessions)
+            if rows and all(
+                r["status"] == "failed"
+                or (
+                    r["status"] == "completed"
+                    and r["report_path"] is not None
+                    and r["processed_at"] != renewed.get(str(r["id"]))
+                )
+                for r in rows
+            ):
+                return True
+            if loop.time() > deadline:
                 print("emgd: timed out waiting for results", flush=True)
-                break
+                return False
             await asyncio.sleep(0.1)
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        ok = await wait_done(conn)
         rows = await conn.fetch(SESSION_SUMMARIES, sessions)
+        print(render(rows, truths))
+        print(_pictures(rows, settings))
+        ok = ok and all(r["status"] == "completed" for r in rows)
+        if ok:
+            patient, name = patients[0]
+            before = {str(r["id"]): r["processed_at"] for r in rows}
+            changes = await _therapist_sets_mvc(conn, therapist, patient)
+            print(
+                f"\n{_THERAPIST} sets {name}'s MVC ({changes}); the daemon reanalyses "
+                f"{name}'s sessions only...",
+                flush=True,
+            )
+            ok = await wait_done(
+                conn, {k: v for k, v in before.items() if k in _sessions_of(rows, name)}
+            )
+            rows = await conn.fetch(SESSION_SUMMARIES, sessions)
+            print(render(rows, truths))
+            ok = ok and all(
+                (r["processed_at"] != before[str(r["id"])]) == (r["patient"] == name) for r in rows
+            )
     finally:
         await conn.close()
         if started:
             started[0].request_stop()
         await daemon_task
-    print(render(rows, truths))
-    return 0 if all(r["status"] == "completed" for r in rows) else 1
+    return 0 if ok and all(r["status"] == "completed" for r in rows) else 1
+
+
+_THERAPIST = "Therapist Tess"
+
+
+def _sessions_of(rows, patient_name: str) -> set[str]:
+    return {str(r["id"]) for r in rows if r["patient"] == patient_name}
+
+
+async def _therapist_sets_mvc(conn, therapist: str, patient: str) -> str:
+    """As the therapist (her JWT, under RLS): each channel's MVC at 60 % of the lowest her
+    patient's sessions estimated for themselves, as after a weaker assessment day."""
+    from daemon.cmd_analyze import amplitude_text, display_unit
+
+    estimates = await conn.fetch(ESTIMATED_MVC, patient)
+    said = []
+    async with conn.transaction():
+        await conn.execute(ACT_AS, therapist)
+        for e in estimates:
+            value = round(0.6 * e["mvc_value"], 9)
+            await conn.execute(SET_PATIENT_MVC, patient, e["name"], value, e["unit"] or "V")
+            unit, scale = display_unit(e["unit"] or "")
+            said.append(f"{e['name']} {amplitude_text(value, scale)} {unit}")
+    return ", ".join(said)
+
+
+def _pictures(rows, settings) -> str:
+    paths = sorted({r["report_path"] for r in rows if r["report_path"]})
+    root = settings.local_storage_dir / settings.bucket
+    lines = [f"report pictures ({len(paths)}), stored beside the recordings:"]
+    lines += [f"    {root / p}" for p in paths]
+    return "\n".join(lines)
 
 
 def render(rows, truths) -> str:
@@ -117,7 +213,7 @@ def render(rows, truths) -> str:
 
     header = (
         f"{'patient':<12} {'file':<38} {'status':<9} {'channel':<8} {'found':>5} {'truth':>5}"
-        f" {'good':>4} {'MVC':>11} {'MPF Hz':>7} {'MDF Hz':>7}"
+        f" {'good':>4} {'MVC':>11} {'MPF Hz':>7} {'MDF Hz':>7} {'>=MVC':>5} MVC from"
     )
     lines = [header, "-" * len(header)]
     notes: list[str] = []
@@ -135,13 +231,22 @@ def render(rows, truths) -> str:
             f"{r['patient']:<12} {file:<38} {r['status']:<9} {r['channel']:<8}"
             f" {num(r['contractions_total'], 'd'):>5} {num(expected, 'd'):>5}"
             f" {num(r['contractions_good'], 'd'):>4} {mvc:>11} {num(r['mpf_hz'], '.1f'):>7}"
-            f" {num(r['mdf_hz'], '.1f'):>7}"
+            f" {num(r['mdf_hz'], '.1f'):>7} {num(r.get('contractions_mvc_compliant'), 'd'):>5}"
+            f" {_METHOD.get(r.get('mvc_method'), r.get('mvc_method') or '-')}"
         )
         lines.append(line if r["usable"] is not False else line + "  unusable")
         notes += [f"    {file} {r['channel']}: {w}" for w in r["warnings"] or ()]
     if notes:
         lines += ["", "warnings:", *notes]
     return "\n".join(lines)
+
+
+_METHOD = {
+    "session_estimate": "session (relative)",
+    "patient_settings": "therapist",
+    "reference_session": "reference session",
+    "c3d_file": "recording",
+}
 
 
 def _truth_count(truth, channel: str) -> int | None:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -25,9 +26,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.cmd_upload import upload
 from daemon.isolation import analyze_to_dict
+from daemon.report import picture_size, report_object_name
 from daemon.settings import load_settings
 from tests import dbutil
-from tests.daemon_harness import recording
+from tests.daemon_harness import BUCKET, recording
 from tests.e2e_harness import REPO, SLOW_TARGET, Daemons, job_of, wait_for, wait_job
 
 pytestmark = pytest.mark.e2e
@@ -144,6 +146,14 @@ async def test_two_daemons_process_200_uploads_exactly_once(daemons, db, patient
             else:
                 assert row["mvc_value"] == pytest.approx(ch["mvc_value"], rel=1e-9)
             assert row["rms"] == pytest.approx(ch["rms"], rel=1e-9)
+
+    # Every session has its report picture beside its recording, reused results included.
+    reports = await db.fetch("select id, object_name, report_path from public.sessions")
+    for r in reports:
+        assert r["report_path"] == report_object_name(r["object_name"], str(r["id"])), dict(r)
+        png = (daemons.storage / BUCKET / r["report_path"]).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert struct.unpack(">II", png[16:24]) == picture_size(len(CHANNELS))
 
     print(f"\n  job_finished per daemon: {per_daemon}; outcomes: {dict(outcomes)}")
 

@@ -170,15 +170,18 @@ def test_demo_table_shows_microvolts_dashes_and_warnings():
         "id": "s1", "object_name": "p/rec.c3d", "status": "completed", "error": None,
         "patient": "Ada", "channel": "CH1 Raw", "unit": "V", "usable": True, "warnings": [],
         "contractions_total": 3, "contractions_good": 2, "mvc_value": 4.5e-4, "mpf_hz": 95.0,
-        "mdf_hz": None,
+        "mdf_hz": None, "contractions_mvc_compliant": 2, "mvc_method": "patient_settings",
     }  # fmt: skip
     bad = {
         **row, "channel": "CH2 Raw", "usable": False, "warnings": ["electrode off"],
         "contractions_total": None, "contractions_good": None, "mvc_value": None,
+        "contractions_mvc_compliant": None, "mvc_method": "session_estimate",
     }  # fmt: skip
     lines = cmd_demo.render([row, bad], {}).splitlines()
-    assert lines[2].split()[5:] == ["3", "-", "2", "450", "\u00b5V", "95.0", "-"]
-    assert lines[3].split()[5:] == ["-", "-", "-", "-", "95.0", "-", "unusable"]
+    assert lines[2].split()[5:] == ["3", "-", "2", "450", "\u00b5V", "95.0", "-", "2", "therapist"]
+    assert lines[3].split()[5:] == [
+        "-", "-", "-", "-", "95.0", "-", "-", "session", "(relative)", "unusable",
+    ]  # fmt: skip
     assert lines[-2:] == ["warnings:", "    rec.c3d CH2 Raw: electrode off"]
 
 
