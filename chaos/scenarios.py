@@ -18,7 +18,7 @@ import psutil
 
 from chaos.cluster import Cluster
 from chaos.harness import BUCKET, DB_ERRORS, Upload, World, stats, wait_until
-from daemon import queries
+from daemon import queries, queue
 from daemon.storage import object_metadata
 
 RUNNING_OF = "select id from emgd.jobs where state = 'running' and lease_owner = $1"
@@ -178,7 +178,7 @@ async def listener_termination(world: World) -> dict[str, Any]:
             "select count(pg_terminate_backend(pid)) from pg_stat_activity"
             " where datname = current_database() and pid <> pg_backend_pid()"
             "   and (query ilike 'listen%' or query = $1)",
-            queries.PROBE_NOTIFY,
+            queue.NOTIFY,
         )
     finally:
         await conn.close()
