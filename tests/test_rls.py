@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import pytest
 
+from tests.cast import ACTOR_USER, ACTORS, World, affected, attempt, seed_cast
 from tests.dbutil import (
     BUCKET,
     as_user,
@@ -23,38 +23,10 @@ from tests.dbutil import (
     contraction_row,
     insert_row,
     make_bucket,
-    make_session,
-    make_user,
     parameter_row,
     rolled_back,
     run_sync,
 )
-
-
-@dataclass(frozen=True)
-class World:
-    url: str
-    ids: dict[str, Any]
-
-
-ACTORS = [
-    "patient",
-    "other_patient",
-    "therapist_assigned",
-    "therapist_unassigned",
-    "therapist_inactive",
-    "admin",
-    "anon",
-    "service_role",
-]
-ACTOR_USER = {
-    "patient": "P",
-    "other_patient": "Q",
-    "therapist_assigned": "T",
-    "therapist_unassigned": "U",
-    "therapist_inactive": "I",
-    "admin": "A",
-}
 
 
 @pytest.fixture(scope="module")
@@ -64,18 +36,7 @@ def world(database_factory) -> World:
     async def seed() -> dict[str, Any]:
         conn = await connect(url)
         try:
-            ids: dict[str, Any] = {}
-            ids["P"] = await make_user(conn, "patient")
-            ids["Q"] = await make_user(conn, "patient")
-            ids["T"] = await make_user(conn, "therapist")
-            ids["U"] = await make_user(conn, "therapist")
-            ids["I"] = await make_user(conn, "therapist")
-            ids["A"] = await make_user(conn, "admin")
-            await assign(conn, ids["T"], ids["P"])
-            await assign(conn, ids["I"], ids["P"], active=False)
-            await assign(conn, ids["U"], ids["Q"])
-            ids["SP"] = await make_session(conn, ids["P"], "p.c3d")
-            ids["SQ"] = await make_session(conn, ids["Q"], "q.c3d")
+            ids = await seed_cast(conn)
             ids["PARAM"] = await insert_row(
                 conn, "public.session_parameters", parameter_row(ids["SP"])
             )
@@ -92,25 +53,6 @@ def world(database_factory) -> World:
             await conn.close()
 
     return World(url, run_sync(seed))
-
-
-async def attempt(world: World, actor: str, op) -> bool:
-    """Run ``op(conn, ids)`` as ``actor`` and roll back; True when it was allowed."""
-    ids = world.ids
-    role = {"anon": "anon", "service_role": "service_role"}.get(actor, "authenticated")
-    user = ids[ACTOR_USER[actor]] if actor in ACTOR_USER else None
-    conn = await connect(world.url)
-    try:
-        async with rolled_back(conn), as_user(conn, user, role):
-            return bool(await op(conn, ids))
-    except asyncpg.InsufficientPrivilegeError:
-        return False
-    finally:
-        await conn.close()
-
-
-def affected(status: str) -> int:
-    return int(status.split()[-1])
 
 
 # --- the operations, each aimed at patient P's data ------------------------------------------

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import pytest
 
+from tests import cast
+from tests.cast import World, affected, attempt, seed_cast
 from tests.dbutil import (
     as_user,
     assign,
@@ -25,35 +26,13 @@ from tests.dbutil import (
     make_session,
     make_user,
     parameter_row,
-    rolled_back,
     run_sync,
 )
 
-ACTORS = [
-    "patient",
-    "other_patient",
-    "therapist_assigned",
-    "therapist_unassigned",
-    "therapist_inactive",
-    "admin",
-    "anon",
-]
-ACTOR_USER = {
-    "patient": "P",
-    "other_patient": "Q",
-    "therapist_assigned": "T",
-    "therapist_unassigned": "U",
-    "therapist_inactive": "I",
-    "admin": "A",
-}
+# service_role bypasses row level security: what it may do is tests/test_rls.py's matter
+ACTORS = [a for a in cast.ACTORS if a != "service_role"]
 READERS = {"patient", "therapist_assigned", "admin"}
 WRITERS = {"therapist_assigned", "admin"}
-
-
-@dataclass(frozen=True)
-class World:
-    url: str
-    ids: dict[str, Any]
 
 
 async def _complete_session(conn, session_id, *, recorded_at=None) -> None:
@@ -78,21 +57,7 @@ def world(database_factory) -> World:
     async def seed() -> dict[str, Any]:
         conn = await connect(url)
         try:
-            ids: dict[str, Any] = {}
-            for key, role in [
-                ("P", "patient"),
-                ("Q", "patient"),
-                ("T", "therapist"),
-                ("U", "therapist"),
-                ("I", "therapist"),
-                ("A", "admin"),
-            ]:
-                ids[key] = await make_user(conn, role)
-            await assign(conn, ids["T"], ids["P"])
-            await assign(conn, ids["I"], ids["P"], active=False)
-            await assign(conn, ids["U"], ids["Q"])
-            ids["SP"] = await make_session(conn, ids["P"], "p.c3d")
-            ids["SQ"] = await make_session(conn, ids["Q"], "q.c3d")
+            ids = await seed_cast(conn)
             for sid in (ids["SP"], ids["SQ"]):
                 await insert_row(conn, "public.session_parameters", parameter_row(sid, "CH1"))
             ids["SETTINGS"] = await conn.fetchval(
@@ -123,25 +88,6 @@ def world(database_factory) -> World:
     return World(url, run_sync(seed))
 
 
-async def attempt(world: World, actor: str, op) -> bool:
-    """Run ``op(conn, ids)`` as ``actor`` and roll back; True when it was allowed."""
-    ids = world.ids
-    role = "anon" if actor == "anon" else "authenticated"
-    user = ids[ACTOR_USER[actor]] if actor in ACTOR_USER else None
-    conn = await connect(world.url)
-    try:
-        async with rolled_back(conn), as_user(conn, user, role):
-            return bool(await op(conn, ids))
-    except asyncpg.InsufficientPrivilegeError:
-        return False
-    finally:
-        await conn.close()
-
-
-def _count(status: str) -> int:
-    return int(status.split()[-1])
-
-
 # --- the operations, each aimed at patient P's data ------------------------------------------
 
 TABLES = {
@@ -168,7 +114,7 @@ def op_update(table):
         status = await conn.execute(
             f"update public.{table} set {assignment} where {where}", ids[key]
         )
-        return _count(status) == 1
+        return affected(status) == 1
 
     return op
 
@@ -178,7 +124,7 @@ def op_delete(table):
 
     async def op(conn, ids):
         status = await conn.execute(f"delete from public.{table} where {where}", ids[key])
-        return _count(status) == 1
+        return affected(status) == 1
 
     return op
 
@@ -270,7 +216,7 @@ async def test_global_rows_are_read_by_every_signed_in_user_and_written_by_admin
             " where id = $1",
             ids["GLOBAL_CONFIG"],
         )
-        return _count(a) == 1 and _count(b) == 1
+        return affected(a) == 1 and affected(b) == 1
 
     assert await attempt(world, actor, read) == (actor != "anon")
     assert await attempt(world, actor, write) == (actor == "admin")
@@ -281,7 +227,7 @@ async def test_a_patient_cannot_write_their_own_settings(world):
         status = await conn.execute(
             "update public.patient_emg_settings set mvc_value = 9 where patient_id = $1", ids["P"]
         )
-        return _count(status) > 0
+        return affected(status) > 0
 
     async def insert(conn, ids):
         await conn.execute(
