@@ -15,11 +15,12 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.daemon_harness import free_port
 
 __all__ = ["Cluster", "ClusterUnavailable", "find_bin"]
 
@@ -40,19 +41,13 @@ def find_bin() -> Path:
     raise ClusterUnavailable("no PostgreSQL binaries (set EMGD_CHAOS_PG_BIN)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Cluster:
     def __init__(self, root: Path | None = None) -> None:
         self.bin = find_bin()
         self.root = Path(root or tempfile.mkdtemp(prefix="emgd-chaos-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.data = self.root / "pgdata"
-        self.port = _free_port()
+        self.port = free_port()
         self._mounts: list[Path] = []
         self._as_user: list[str] = []
         if os.geteuid() == 0:
