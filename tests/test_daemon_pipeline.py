@@ -132,7 +132,8 @@ async def test_supabase_storage_path_serves_uploads_and_a_missing_object_fails_f
         lost = rows[str(gone_sid)]
         assert lost["status"] == "failed" and lost["job_state"] == "failed"
         assert lost["attempts"] == 1, "a missing object must not be retried"
-        assert lost["error"] == f"object not found: {BUCKET}/{patient}/gone.c3d"
+        assert lost["last_error"] == f"object not found: {BUCKET}/{patient}/gone.c3d"
+        assert lost["error"] == "The file of this recording is no longer in storage."
         gets = [r for r in server.requests if r[0] == "GET" and r[2] == f"{patient}/gone.c3d"]
         assert len(gets) == 1, "a 404 is permanent: one request, no in-process retries either"
     finally:
@@ -199,8 +200,9 @@ async def test_supabase_storage_503_until_max_attempts_fails_with_the_reason(db_
             sid = await session_for(conn, name)
             row = (await wait_sessions(conn, [sid], daemon=d))[str(sid)]
         assert (row["status"], row["job_state"], row["attempts"]) == ("failed", "failed", 2)
-        assert row["error"].startswith("storage unavailable: storage error 503")
-        assert row["error"].endswith("(gave up after 2 attempts)")
+        assert row["last_error"].startswith("storage unavailable: storage error 503")
+        assert row["last_error"].endswith("(gave up after 2 attempts)")
+        assert "could not be downloaded" in row["error"] and "503" not in row["error"]
         assert len([r for r in server.requests if r[2] == name]) == 6  # 2 attempts x 3 tries
     finally:
         await conn.close()

@@ -152,7 +152,8 @@ async def test_a_named_pipe_object_fails_its_job_within_the_deadline(db_url, tmp
                 took = time.monotonic() - started
         row = rows[sid]
         assert (row["status"], row["job_state"], row["attempts"]) == ("failed", "failed", 1)
-        assert row["error"] == (
+        assert row["error"] == "The file of this recording could not be read from storage."
+        assert row["last_error"] == (
             f"{BUCKET}/{name} is a named pipe, not a regular file; refusing to read it"
             " (a stored object is always a plain file)"
         )

@@ -140,7 +140,10 @@ async def test_a_full_disk_retries_and_the_job_completes_once_space_is_back(db_u
             for code in PERMANENT_CODES:
                 row = rows[sids[code]]
                 assert (row["job_state"], row["attempts"]) == ("failed", 1), code
-                assert row["error"].startswith("results rejected by the database: could not"), code
+                assert row["last_error"].startswith(
+                    "results rejected by the database: could not"
+                ), code
+                assert "did not pass the checks" in row["error"], code
 
             # space is freed: the waiting jobs finish on their next attempt, nothing stays failed
             await conn.execute("drop trigger test_fault on public.session_parameters")
@@ -220,13 +223,18 @@ async def test_a_file_that_trips_numpy_fails_with_a_readable_reason(db_url, tmp_
             rows = await wait_sessions(conn, [big, much, fine], timeout=90, daemon=d)
         assert rows[fine]["status"] == "completed"
         assert (rows[big]["status"], rows[big]["job_state"]) == ("failed", "failed")
-        assert rows[big]["error"] == (
+        assert rows[big]["last_error"] == (
             "the analysis stopped on an unexpected ValueError: this file could not be analysed"
             " (the details are in the daemon's log)"
         )
+        assert "internal error" in rows[big]["error"] and "ValueError" not in rows[big]["error"]
         assert (rows[much]["status"], rows[much]["job_state"]) == ("failed", "quarantined")
-        assert rows[much]["error"].startswith("analysis exceeded the memory limit (512 MB) (twice")
+        assert rows[much]["last_error"].startswith(
+            "analysis exceeded the memory limit (512 MB) (twice"
+        )
+        assert "set aside" in rows[much]["error"]
         for sid in (big, much):
-            assert not any(w in rows[sid]["error"] for w in NUMPY_WORDS), rows[sid]["error"]
+            for text in (rows[sid]["error"], rows[sid]["last_error"]):
+                assert not any(w in text for w in NUMPY_WORDS), text
     finally:
         await conn.close()

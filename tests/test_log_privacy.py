@@ -53,7 +53,7 @@ async def test_a_forced_internal_error_logs_no_patient_data_or_secret(
             job = await conn.fetchrow("select * from emgd.jobs where session_id = $1", row["id"])
     finally:
         await conn.close()
-    assert row["status"] == "failed" and "internal error (ValueError)" in row["error"]
+    assert row["status"] == "failed" and "internal error (ValueError)" in row["last_error"]
 
     out, err = capfd.readouterr()
     text = out + err

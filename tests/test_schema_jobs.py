@@ -98,13 +98,67 @@ async def test_session_follows_the_job(db, state):
         job,
     )
     assert (row["status"], row["stage"]) == SESSION_VIEW[state]
-    if state in ("failed", "quarantined"):
-        assert row["error"] == "C3D truncated"
+    if state == "failed":
+        assert row["error"] == "C3D truncated"  # about the file: already a sentence for people
+    elif state == "quarantined":
+        assert "set aside" in row["error"]
     else:
         assert row["error"] is None
     assert row["progress"] == (1.0 if state == "succeeded" else 0.0)
     assert (row["started_at"] is not None) == (state != "pending")
     assert (row["finished_at"] is not None) == (state in ("succeeded", "failed", "quarantined"))
+
+
+# What the daemon records (emgd.jobs.last_error) -> what the app shows (sessions.error).
+TECHNICAL = {
+    "storage unavailable: storage error 503 on c3d-examples/p/a.c3d: upstream (gave up after 5"
+    " attempts)": "could not be downloaded",
+    "database unavailable: DiskFullError (53100): could not extend file": "could not be saved",
+    "results rejected by the database: contractions: end_ms (1) must be greater than start_ms"
+    " (2)": "did not pass the checks",
+    "internal error (KeyError) while processing this file; it was not analysed (the details are"
+    " in the daemon's log)": "internal error",
+    "object not found: c3d-examples/0f5e/secret-name.c3d": "no longer in storage",
+    "'nobody/secret-name.c3d' is not under a known patient's folder (expected <patient user"
+    " id>/<file>.c3d)": "not in a patient's folder",
+    "analysis took longer than 60 s; worker killed (gave up after 5 attempts)": "did not finish",
+}
+
+
+@pytest.mark.parametrize("reason", sorted(TECHNICAL))
+async def test_patients_read_a_sentence_and_the_technical_reason_stays_in_the_queue(db, reason):
+    job = await new_job(db)
+    await move(db, job, "running", "failed", error=reason)
+    row = await db.fetchrow(
+        "select s.error, j.last_error from emgd.jobs j join public.sessions s"
+        " on s.id = j.session_id where j.id = $1",
+        job,
+    )
+    assert row["last_error"] == reason
+    assert TECHNICAL[reason] in row["error"]
+    for technical in ("503", "c3d-examples", "secret-name", "Error", "end_ms", "60 s", "log"):
+        assert technical not in row["error"], (technical, row["error"])
+
+
+async def test_reasons_about_the_file_reach_people_as_they_are_but_bounded(db):
+    job = await new_job(db)
+    sentence = "the file is not a C3D recording (its header is not a C3D header)"
+    await move(db, job, "running", "failed", error=sentence)
+    assert (
+        await db.fetchval(
+            "select error from public.sessions where id = (select session_id"
+            " from emgd.jobs where id = $1)",
+            job,
+        )
+        == sentence
+    )
+    await move(db, job, "pending", "running", "failed", error="x" * 5000)
+    error = await db.fetchval(
+        "select error from public.sessions where id = (select session_id from emgd.jobs"
+        " where id = $1)",
+        job,
+    )
+    assert len(error) == 300
 
 
 async def test_lease_exists_only_while_running(db):
