@@ -32,7 +32,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import asyncpg
@@ -89,10 +89,13 @@ class JobRunner:
         options: dict[str, Any] | None = None,
         max_attempts: int | None = None,
         max_file_bytes: int | None = None,
-        on_storage_not_configured: Callable[[StorageNotConfigured], None] | None = None,
+        on_storage_not_configured: Callable[[StorageNotConfigured, str], Awaitable[bool]]
+        | None = None,
     ) -> None:
-        """``on_storage_not_configured``: told when Storage answers as it answers a rejected
-        key; the job itself is handed back untouched, since no file is at fault."""
+        """``on_storage_not_configured(exc, bucket)``: told when Storage answers a download as it
+        answers a rejected key; True when it confirms a configuration error (the credential
+        check fails too), and the job is then handed back untouched, since no file is at fault.
+        Otherwise the answer counts as ordinary storage trouble."""
         self._on_storage_not_configured = on_storage_not_configured
         self._queue = queue
         self._max_attempts = max_attempts
@@ -108,6 +111,7 @@ class JobRunner:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         outcome, reason = "failed", None
+        failure: BaseException | None = None
         with structlog.contextvars.bound_contextvars(
             # pseudonymous ids only: an object name is a file name, which can name a patient
             job_id=job.job_id,
@@ -123,22 +127,28 @@ class JobRunner:
                 self._metrics.jobs_finished_total.labels(outcome="released").inc()
                 raise
             except StorageNotConfigured as exc:
-                # A configuration error: every job would meet it. This one waits, uncounted.
-                reason = str(exc)
-                if self._on_storage_not_configured is not None:
-                    self._on_storage_not_configured(exc)
-                try:
-                    released = await self._queue.release(job)
-                except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError):
-                    released = False  # the lease expires and the job runs later anyway
-                outcome = "waiting" if released else "abandoned"
+                failure = exc
+                confirmed = self._on_storage_not_configured is not None and (
+                    await self._on_storage_not_configured(exc, job.bucket_id)
+                )
+                if confirmed:
+                    # A configuration error: every job would meet it. This one waits, uncounted.
+                    try:
+                        released = await self._queue.release(job)
+                    except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError):
+                        released = False  # the lease expires and the job runs later anyway
+                    outcome = "waiting" if released else "abandoned"
+                else:  # the check passes: a passing glitch, retried like any storage trouble
+                    outcome = await self._retry_or_fail(job, f"storage unavailable: {exc}")
             except (Permanent, AnalysisRejected, StorageError) as exc:
+                failure = exc
                 reason = str(exc)
                 if isinstance(exc, StorageUnavailable):
                     outcome = await self._retry_or_fail(job, f"storage unavailable: {exc}")
                 else:
                     outcome = await self._finish(job, "failed", reason)
             except (WorkerCrashed, WorkerTimeout) as exc:
+                failure = exc
                 reason = str(exc)
                 if job.crashes + 1 >= QUARANTINE_AFTER_CRASHES:
                     reason = f"{exc} (twice: quarantined; requeue after fixing the file)"
@@ -146,6 +156,7 @@ class JobRunner:
                 else:
                     outcome = await self._retry_or_fail(job, str(exc), crashed=True)
             except (asyncpg.PostgresError, *TRANSIENT_DB_ERRORS) as exc:
+                failure = exc
                 if is_transient(exc):
                     # The server's trouble (disk full, shutdown, connection, deadlock): the same
                     # statement can succeed later, so the job waits and tries again.
@@ -156,6 +167,7 @@ class JobRunner:
                     reason = f"results rejected by the database: {exc}"
                     outcome = await self._finish(job, "failed", reason)
             except Exception as exc:  # a bug must cost one job, not the daemon
+                failure = exc
                 # The message and traceback go to the log; the session gets a sentence.
                 reason = (
                     f"internal error ({type(exc).__name__}) while processing this file; it was"
@@ -169,7 +181,9 @@ class JobRunner:
                 "job_finished",
                 outcome=outcome,
                 attempt=job.attempts,
-                reason=reason,
+                # the kind only: reasons can name the object (a file name); they are in
+                # emgd.jobs.last_error, found by job_id
+                error=type(failure).__name__ if failure is not None else None,
                 duration_ms=round(total * 1000, 2),
                 **{f"{k}_ms": round(v * 1000, 2) for k, v in timings.items()},
             )

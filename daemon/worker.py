@@ -332,13 +332,7 @@ class Daemon:
                 self.settings.storage_timeout,
             )
         except StorageNotConfigured as exc:
-            if not self._storage_reported:  # once per spell, not every STORAGE_RECHECK_S
-                log.error(
-                    "storage_not_configured", variable="SUPABASE_SERVICE_ROLE_KEY", error=str(exc)
-                )
-                self._storage_reported = True
-            self._storage_problem = str(exc)
-            self._storage_check_at = time.monotonic() + STORAGE_RECHECK_S
+            self._storage_down(exc)
             return False
         except (StorageUnavailable, TimeoutError) as exc:
             # Storage cannot answer at all: that is the jobs' transient trouble, not a verdict
@@ -352,12 +346,37 @@ class Daemon:
         self._storage_reported = False
         return True
 
-    def _storage_rejected(self, exc: StorageNotConfigured) -> None:
-        """A job met an answer like a rejected key: stop claiming and check the credentials at
-        once (the check, not the job, reports it: its words name no object)."""
-        if self._storage_problem is None:
-            self._storage_problem = str(exc)
-            self._storage_check_at = time.monotonic()
+    async def _storage_rejected(self, exc: StorageNotConfigured, bucket: str) -> bool:
+        """A job's download met an answer like a rejected key. Ask the credential check about
+        that bucket: if it agrees, stop claiming until it passes (the check, not the job, is
+        logged: its words name no object) and tell the job to wait; if it passes, the answer
+        was a glitch the job retries like any storage trouble."""
+        try:
+            await asyncio.wait_for(
+                self._storage.check_credentials(bucket), self.settings.storage_timeout
+            )
+        except StorageNotConfigured as confirmed:
+            self._storage_down(confirmed)
+            return True
+        except (StorageUnavailable, TimeoutError):
+            # cannot tell now: wait, and check again shortly (the job's words name its object)
+            self._storage_down(
+                StorageNotConfigured(
+                    "Storage answered a download as it answers a rejected"
+                    " SUPABASE_SERVICE_ROLE_KEY, and the check could not reach it"
+                )
+            )
+            return True
+        return False
+
+    def _storage_down(self, exc: StorageNotConfigured) -> None:
+        if not self._storage_reported:  # once per spell, not every STORAGE_RECHECK_S
+            log.error(
+                "storage_not_configured", variable="SUPABASE_SERVICE_ROLE_KEY", error=str(exc)
+            )
+            self._storage_reported = True
+        self._storage_problem = str(exc)
+        self._storage_check_at = time.monotonic() + STORAGE_RECHECK_S
         self._wake.set()
 
     async def _claim(self, free: int) -> list[ClaimedJob]:

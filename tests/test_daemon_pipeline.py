@@ -449,3 +449,38 @@ async def test_a_key_rejected_mid_run_hands_the_job_back_instead_of_failing_it(d
     finally:
         await conn.close()
         await server.stop()
+
+
+async def test_a_single_bucket_not_found_the_check_contradicts_is_retried_like_a_glitch(
+    db_url, tmp_path
+):
+    """"Bucket not found" for a while although the key is good (a proxy's hiccup): the check
+    passes, so the daemon does not stop claiming; the job retries like any storage trouble."""
+    server = await start_storage_server(key=KEY)
+    settings = supabase_settings(db_url, tmp_path, server)
+    patient = await make_patient(db_url)
+    data, _ = ghostly_recording(seed=9, duration_s=10.0)
+    name = f"{patient}/hiccup.c3d"
+    server.objects[(BUCKET, name)] = data
+    bucket_not_found = json.dumps(
+        {
+            "statusCode": "404",
+            "code": "NoSuchBucket",
+            "error": "Bucket not found",
+            "message": "Bucket not found",
+        }
+    )
+    conn = await dbutil.connect(db_url)
+    try:
+        with capture_logs() as logs:
+            async with running_daemon(settings, db_url) as d:
+                # as many as the backend's in-process retries: the first attempt gives up
+                server.fail_next(3, status=400, body=bucket_not_found)
+                await dbutil.upload_object(conn, BUCKET, name, user_id=patient, data=data)
+                sid = await session_for(conn, name)
+                row = (await wait_sessions(conn, [sid], daemon=d))[str(sid)]
+        assert (row["status"], row["attempts"]) == ("completed", 2)
+        assert storage_events(logs) == []
+    finally:
+        await conn.close()
+        await server.stop()

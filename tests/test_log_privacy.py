@@ -49,7 +49,14 @@ async def test_a_forced_internal_error_logs_no_patient_data_or_secret(
     try:
         async with running_daemon(settings, db_url) as d:
             sid = await upload(settings, db_url, data, patient, f"{CANARY}-session.c3d")
-            row = (await wait_sessions(conn, [sid], daemon=d))[str(sid)]
+            # a file outside any patient's folder fails with a reason that names it
+            stray = await dbutil.upload_object(
+                conn, "c3d-examples", f"{CANARY}/stray.c3d", role="service_role", data=data
+            )
+            stray_sid = await conn.fetchval(
+                "select id from public.sessions where object_name = $1", stray["name"]
+            )
+            row = (await wait_sessions(conn, [sid, stray_sid], daemon=d))[str(sid)]
             job = await conn.fetchrow("select * from emgd.jobs where session_id = $1", row["id"])
     finally:
         await conn.close()
