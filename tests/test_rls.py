@@ -466,3 +466,38 @@ async def test_the_bucket_refuses_what_cannot_be_a_recording(world):
     # recordings, and the report pictures the daemon draws beside them (image/png only)
     others = set(bucket["allowed_mime_types"]) - {"image/png"}
     assert not any(m.startswith(("image/", "text/", "*")) for m in others)
+
+
+async def test_anon_holds_nothing_in_public_now_or_for_new_tables(world):
+    conn = await connect(world.url)
+    try:
+        held = await conn.fetch(
+            "select c.relname, p.privilege from pg_class c"
+            " join pg_namespace n on n.oid = c.relnamespace"
+            " cross join unnest(array['select', 'insert', 'update', 'delete']) as p(privilege)"
+            " where n.nspname = 'public' and c.relkind in ('r', 'v', 'm', 'p')"
+            "   and has_table_privilege('anon', c.oid, p.privilege)"
+        )
+        async with rolled_back(conn):
+            await conn.execute("create table public.emgd_future_table (id int)")
+            future = await conn.fetchval(
+                "select has_table_privilege('anon', 'public.emgd_future_table', 'select')"
+            )
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in held] == []
+    assert future is False
+
+
+async def test_views_in_public_apply_the_caller_s_rls(world):
+    """A view runs as its owner unless security_invoker is set: it would skip RLS."""
+    conn = await connect(world.url)
+    try:
+        definer_views = await conn.fetch(
+            "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = 'public' and c.relkind = 'v'"
+            "   and not coalesce('security_invoker=true' = any (c.reloptions), false)"
+        )
+    finally:
+        await conn.close()
+    assert [r["relname"] for r in definer_views] == []
