@@ -454,7 +454,7 @@ async def test_a_key_rejected_mid_run_hands_the_job_back_instead_of_failing_it(d
 async def test_a_single_bucket_not_found_the_check_contradicts_is_retried_like_a_glitch(
     db_url, tmp_path
 ):
-    """"Bucket not found" for a while although the key is good (a proxy's hiccup): the check
+    """ "Bucket not found" for a while although the key is good (a proxy's hiccup): the check
     passes, so the daemon does not stop claiming; the job retries like any storage trouble."""
     server = await start_storage_server(key=KEY)
     settings = supabase_settings(db_url, tmp_path, server)
