@@ -328,3 +328,21 @@ async def test_server_runs_as_a_separate_process_for_e2e_daemons():
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_the_api_gateway_s_invalid_api_key_answer_is_a_configuration_error(server):
+    # What Supabase's API gateway answers for an apikey it does not know, before Storage sees
+    # the request (as reported by users of the hosted platform).
+    gateway = (
+        '{"message":"Invalid API key",'
+        '"hint":"Double check your Supabase `anon` or `service_role` API key."}'
+    )
+    server.fail_next(2, status=401, body=gateway)
+    store = SupabaseStorage(server.url, KEY, timeout=5, retries=1)
+    try:
+        with pytest.raises(StorageNotConfigured, match="SUPABASE_SERVICE_ROLE_KEY"):
+            await store.download(BUCKET, "p1/a b.c3d")
+        with pytest.raises(StorageNotConfigured, match="rejects SUPABASE_SERVICE_ROLE_KEY"):
+            await store.check_credentials(BUCKET)
+    finally:
+        await store.aclose()
