@@ -31,8 +31,9 @@ warmup=None)``
       ``WorkerTimeout(reason)``      the job ran past ``timeout_s``; the worker is killed, replaced.
     All three derive from ``AnalysisError``; ``.reason`` (== ``str``) is fit for ``sessions.error``.
     ``async render_report(source, *, name, options, result, timeout_s=30) -> bytes``: the
-    session's report picture (``daemon.report.render_png``) in a worker, under the same limits
-    and its own time bound; raises what ``analyse`` raises.
+    session's report picture (``daemon.report.render_png``) in a worker, under the same memory
+    limit and its own time bound; raises what ``analyse`` raises. ``reports=True`` gives the
+    pool one more worker for pictures only, at nice 19, started and closed with the pool.
     ``stats() -> dict``: size, idle, starting, restarts, jobs (for readiness and metrics).
     ``async close()``: stops every worker (idle ones exit on EOF; busy ones are killed, their
     callers get ``WorkerCrashed``); calls waiting for a worker, or made later, get ``PoolError``.
@@ -89,17 +90,16 @@ DEFAULT_TARGET = "daemon.isolation:analyze_to_dict"
 # it pays no import time) and before the memory limit is measured (so the libraries are not charged
 # to the analysis). Not ezc3d: emg_core reads C3D itself; ezc3d only writes synthetic recordings
 # (the warm-up's among them, so a warm worker holds it all the same, for 3 MB).
-DEFAULT_PRELOAD = (
-    "numpy",
-    "scipy.signal",
-    "emg_core.analysis",
-    "daemon.report",
-    "matplotlib.figure",
-    "matplotlib.backends.backend_agg",
-)
-# The report picture: drawn in the same workers, after the results are committed.
+DEFAULT_PRELOAD = ("numpy", "scipy.signal", "emg_core.analysis")
+# The report picture, drawn after the results are committed. With ``reports=True`` the pool keeps
+# one worker of its own for it, at the lowest CPU priority: a picture never takes a worker or CPU
+# time from the next session's analysis (on two cores, drawing beside it tripled its latency).
 REPORT_TARGET = "daemon.report:render_png"
+REPORT_PRELOAD = (*DEFAULT_PRELOAD, "daemon.report", "matplotlib.figure",
+                  "matplotlib.backends.backend_agg")  # fmt: skip
+REPORT_WARMUP = "daemon.report:warm_up"
 REPORT_TIMEOUT_S = 30.0
+REPORT_NICE = 19
 DEFAULT_WARMUP = "daemon.isolation:warm_up"
 _HEAD = struct.Struct("!QQ")  # request: header length, data length
 _LEN = struct.Struct("!Q")  # reply: pickle length
@@ -200,10 +200,25 @@ class AnalysisPool:
         target: str = DEFAULT_TARGET,
         preload: tuple[str, ...] = DEFAULT_PRELOAD,
         warmup: str | None = None,
+        nice: int = 0,
+        reports: bool = False,
     ):
         if size < 1:
             raise ValueError("pool size must be at least 1")
         self.size, self.timeout_s, self.memory_mb = size, timeout_s, memory_mb
+        self.nice = nice
+        self._reports = (
+            AnalysisPool(
+                1,
+                timeout_s=min(timeout_s, REPORT_TIMEOUT_S),
+                memory_mb=memory_mb,
+                preload=REPORT_PRELOAD,
+                warmup=REPORT_WARMUP,
+                nice=REPORT_NICE,
+            )
+            if reports
+            else None
+        )
         self.target, self.preload = target, tuple(preload)
         if warmup is None:
             warmup = DEFAULT_WARMUP if target == DEFAULT_TARGET else ""
@@ -229,9 +244,17 @@ class AnalysisPool:
         if failed:
             await self.close()
             raise PoolError(f"analysis worker failed to start: {failed[0]}") from failed[0]
+        if self._reports is not None:
+            try:
+                await self._reports.start()
+            except PoolError:
+                await self.close()
+                raise
         log.info("analysis_pool_started", size=self.size, target=self.target)
 
     async def close(self) -> None:
+        if self._reports is not None:
+            await self._reports.close()
         self._closed = True
         self._closing.set()  # wakes analyse() calls still waiting for an idle worker
         for task in list(self._starting):
@@ -263,6 +286,7 @@ class AnalysisPool:
         env["EMGD_WORKER_MEMORY_MB"] = str(self.memory_mb)
         env["EMGD_WORKER_PRELOAD"] = ",".join(self.preload)
         env["EMGD_WORKER_WARMUP"] = self.warmup
+        env["EMGD_WORKER_NICE"] = str(self.nice)
         env["PYTHONPATH"] = os.pathsep.join(p for p in [_root(), env.get("PYTHONPATH")] if p)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -330,9 +354,11 @@ class AnalysisPool:
         result: dict[str, Any],
         timeout_s: float = REPORT_TIMEOUT_S,
     ) -> bytes:
-        """The session's report picture (PNG) in a worker, within ``timeout_s`` (and never longer
-        than an analysis may take); raises what ``analyse`` raises."""
-        png: bytes = await self.analyse(
+        """The session's report picture (PNG) in a worker (the pool's report worker when it has
+        one), within ``timeout_s`` (and never longer than an analysis may take); raises what
+        ``analyse`` raises."""
+        pool = self._reports if self._reports is not None else self
+        png: bytes = await pool.analyse(
             data,
             name=name,
             options=options,
@@ -544,6 +570,9 @@ def _child_main() -> None:
             getattr(importlib.import_module(module_name), fn)()
         except Exception as exc:  # a cold first job is slower, not wrong
             print(f"emgd worker: warm-up {warmup} failed: {exc!r}", file=sys.stderr)
+    nice = int(os.environ.get("EMGD_WORKER_NICE") or 0)
+    if nice > 0:
+        os.nice(nice)  # a background worker (the report picture): yields the CPU to analyses
     limit = _set_memory_limit(int(os.environ.get("EMGD_WORKER_MEMORY_MB", "2048")))
     send("ready", {"pid": os.getpid(), "as_limit_mb": limit})
 

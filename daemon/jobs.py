@@ -41,7 +41,7 @@ import structlog
 from daemon.dberrors import TRANSIENT_DB_ERRORS, describe, is_transient
 from daemon.isolation import AnalysisRejected, WorkerCrashed, WorkerTimeout
 from daemon.queue import ClaimedJob, JobQueue, Reuse, Stage
-from daemon.report import report_object_name
+from daemon.reporter import Reporter
 from daemon.storage import (
     StorageBackend,
     StorageError,
@@ -105,6 +105,12 @@ class JobRunner:
         self._metrics = metrics
         self._version = analysis_version
         self._options = dict(options or {})
+        # An analyser that cannot draw (a test's) gets no pictures.
+        self._reporter = (
+            Reporter(queue, storage, analyser, metrics=metrics)  # type: ignore[arg-type]
+            if hasattr(analyser, "render_report")
+            else None
+        )
 
     async def run(self, job: ClaimedJob) -> str:
         """Process one job to an outcome; never raises except CancelledError (after releasing)."""
@@ -219,8 +225,8 @@ class JobRunner:
             options=options,
             next_stage=Stage.ANALYSING,
         )
-        if verdict is Reuse.REUSED:
-            await self._report(job, data, options, None, timings)
+        if verdict is Reuse.REUSED and self._reporter is not None:
+            self._reporter.submit(job, options, None)
         if verdict is not Reuse.STAGED:
             return str(verdict)
         t = time.perf_counter()
@@ -238,41 +244,15 @@ class JobRunner:
         timings["save"] = self._observe("save", t)
         if not committed:
             return "lease_lost"
-        await self._report(job, data, options, result, timings)
+        # the picture follows the results, outside this job's slot
+        if self._reporter is not None:
+            self._reporter.submit(job, options, result)
         return "succeeded"
 
-    async def _report(
-        self,
-        job: ClaimedJob,
-        data: bytes,
-        options: dict[str, Any],
-        result: dict[str, Any] | None,
-        timings: dict[str, float],
-    ) -> None:
-        """Draw the session's report picture, store it beside the recording and record its path.
-
-        The results are committed already: this only adds the picture, so whatever goes wrong
-        here (a slow or failed drawing, storage refusing it) is logged and the session stays
-        completed, without a picture. An analyser that cannot draw (a test's) draws nothing."""
-        render = getattr(self._analyser, "render_report", None)
-        if render is None:
-            return
-        t = time.perf_counter()
-        try:
-            processed_at, stored = await self._queue.report_source(job, with_result=result is None)
-            result = result if result is not None else stored
-            if processed_at is None or result is None:
-                return
-            png = await render(data, name=job.object_name, options=options, result=result)
-            path = report_object_name(job.object_name, job.session_id)
-            await self._storage.upload(job.bucket_id, path, png, content_type="image/png")
-            recorded = await self._queue.set_report_path(job, path=path, processed_at=processed_at)
-            timings["report"] = self._observe("report", t)
-            log.info("report_stored", report_path=path, size=len(png), recorded=recorded)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a picture never fails a session
-            log.warning("report_failed", error=f"{type(exc).__name__}: {exc}")
+    async def finish_reports(self, timeout: float) -> None:
+        """Shutting down: draw the pictures still queued, within ``timeout`` seconds."""
+        if self._reporter is not None:
+            await self._reporter.finish(timeout)
 
     def _check_size(self, size: int | None) -> None:
         if size is not None and self._max_bytes is not None and size > self._max_bytes:

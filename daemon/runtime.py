@@ -181,6 +181,7 @@ async def serve(
                 timeout_s=settings.job_timeout,
                 memory_mb=settings.job_memory_mb,
                 target=settings.analysis_target,
+                reports=True,
             )
             await pool.start()
             analyser = pool

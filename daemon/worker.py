@@ -320,6 +320,8 @@ class Daemon:
                 continue  # the queue may hold more: claim again before sleeping
             await self._sleep(await self._idle_wait(free, claimed))
         await self._drain()
+        # pictures of results already committed, within the same grace
+        await runner.finish_reports(self.settings.shutdown_grace)
 
     async def _storage_ready(self) -> bool:
         """False while Storage rejects our credentials; checks them when a check is due."""

@@ -88,6 +88,15 @@ async def test_two_daemons_process_200_uploads_exactly_once(daemons, db, patient
 
     # ~12 s here; minutes on a loaded 2-core CI machine are still a pass, not a hang
     await wait_for(all_finished, timeout=300, interval=0.2, what="200 jobs finished")
+
+    async def all_pictured() -> bool:
+        # the pictures follow the results, one at a time per daemon
+        missing = await db.fetchval(
+            "select count(*) from public.sessions where report_path is null"
+        )
+        return missing == 0
+
+    await wait_for(all_pictured, timeout=300, interval=0.5, what="200 report pictures")
     # Stopped (drained) before reading the logs, so every line either daemon would write is there.
     assert await asyncio.gather(a.stop(), b.stop()) == [0, 0]
     logged = a.events("job_finished") + b.events("job_finished")
