@@ -254,6 +254,8 @@ class Daemon:
                 log.error("daemon_task_failed", error=repr(exc))
             await self._release_all()
         finally:
+            # after a failure, pictures still queued are dropped (the results are committed)
+            await runner.finish_reports(0)
             if self._own_queue:
                 await queue.close()
             with contextlib.suppress(Exception):

@@ -604,3 +604,19 @@ async def test_a_session_still_pending_cannot_be_the_reference(db):
     with pytest.raises(asyncpg.CheckViolationError, match="no analysed channel"):
         async with as_user(db, admin):
             await db.fetchval("select public.set_mvc_reference($1)", sid)
+
+
+async def test_a_change_to_the_global_row_requeues_every_session(db):
+    p, q = await make_user(db, "patient"), await make_user(db, "patient")
+    for who in (p, q):
+        await _leg_session(db, who, "g.c3d")
+    admin = await make_user(db, "admin")
+    async with as_user(db, admin):
+        await db.execute(
+            "update public.patient_emg_settings set duration_threshold_ms = 1500"
+            " where patient_id is null and channel is null"
+        )
+    assert await _states(db, p) == ["pending"] and await _states(db, q) == ["pending"]
+    sid = await db.fetchval("select id from public.sessions where patient_id = $1", p)
+    options = json.loads(await db.fetchval("select emgd.analysis_options($1)", sid))
+    assert options["duration_threshold_ms"] == 1500.0
