@@ -220,8 +220,9 @@ def _channel(ax: Axes, ch: dict[str, Any], trace: Any) -> None:
 def _channel_line(ch: dict[str, Any], scale: float, unit: str) -> str:
     name = ch["name"]
     if not ch.get("usable", True):
-        warnings = "; ".join(ch.get("warnings") or []) or "not analysed"
-        return f"{name}  \u2014  UNUSABLE: {warnings}"
+        # the first warning says why; the rest are in the results
+        reason = (ch.get("warnings") or ["not analysed"])[0]
+        return _fit(f"{name}  \u2014  UNUSABLE: {reason}")
     total = ch.get("contractions_total") or 0
     parts = [
         f"{total} of {ch.get('expected_contractions')} contractions",
@@ -235,7 +236,15 @@ def _channel_line(ch: dict[str, Any], scale: float, unit: str) -> str:
         parts.append(f"MVC {ch['mvc_value'] * scale:.0f} {unit} ({method})")
     if ch.get("compliance_rate") is not None:
         parts.append(f"compliance {100 * ch['compliance_rate']:.0f} %")
-    return f"{name}  \u2014  " + ",  ".join(parts)
+    return _fit(f"{name}  \u2014  " + ",  ".join(parts))
+
+
+#: characters of a channel's title line that fit the picture's width at its font size
+TITLE_CHARS = 190
+
+
+def _fit(text: str) -> str:
+    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "\u2026"
 
 
 def _percentage(ch: dict[str, Any]) -> str:

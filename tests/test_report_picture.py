@@ -179,3 +179,35 @@ async def test_a_failed_picture_never_fails_the_session(db_url, tmp_path):
         assert not any(Path(tmp_path / "storage").rglob("*.png"))
     finally:
         await conn.close()
+
+
+def test_contractions_are_coloured_by_what_they_reached():
+    from daemon.report import KINDS, contraction_kind
+
+    kinds = [
+        contraction_kind({"meets_mvc": m, "meets_duration": d})
+        for m, d in ((True, True), (True, False), (False, True), (False, False))
+    ]
+    assert kinds == ["good", "mvc_only", "duration_only", "neither"]
+    assert len({colour for colour, _label in KINDS.values()}) == 4
+
+
+def test_the_picture_has_its_size_whatever_the_channels_say():
+    """One, two and three channels, an unusable one with a long reason among them: the size
+    depends on the channel count only."""
+    import numpy as np
+
+    from daemon.report import render_png
+    from emg_core import analyze
+    from emg_core.synthetic import c3d_bytes, ghostly_signals
+
+    _labels, data, _truth = ghostly_signals(seed=44, duration_s=12.0)
+    for n in (1, 2, 3):
+        rows = [data[i % data.shape[0]] for i in range(n)]
+        names = tuple(f"CH{i + 1} Raw" for i in range(n))
+        content = c3d_bytes(names, np.stack(rows), 990.0)
+        result = analyze(content, name="sized.c3d").to_dict()
+        result["channels"][0]["usable"] = False
+        result["channels"][0]["warnings"] = ["not analysed: " + "a very long reason " * 30]
+        png = render_png(content, "sized.c3d", {}, result)
+        assert png_size(png) == picture_size(n) == (1400, 90 + 300 * n)
