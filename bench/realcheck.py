@@ -59,6 +59,7 @@ HUM_LIMIT = 0.20  # a channel at or above this hum fraction is a "hum channel", 
 REST_FACTOR = 3.0
 REST_SPAN_S = 1.0  # a rest stretch this long inside one contraction means two bursts were joined
 REST_MAX_FILTER_S = 0.1
+EDGE_S = 0.15  # a stuck run this far inside a contraction, with activity around it, is bridged
 
 TOLERANCE_ABS = 2
 TOLERANCE_REL = 0.2
@@ -385,7 +386,8 @@ class Verdict:
     stuck_s: float
     on_rest: tuple[int, ...]  # contraction indices lying on rest
     spanning_rest: tuple[int, ...]  # contraction indices holding >= 1 s of rest
-    on_dropout: tuple[int, ...]  # contraction indices overlapping a stuck run
+    on_dropout: tuple[int, ...]  # contraction indices a stuck run starts, ends or fills
+    bridged: tuple[int, ...]  # contraction indices holding a stuck run inside a burst
     mvc_on_dropout: bool
     mvc_window_missing: bool  # estimated MVC without its window: cannot be checked
     hum_handled: bool
@@ -405,11 +407,35 @@ class Verdict:
         return out
 
 
+def held_inside(
+    envelope: np.ndarray,
+    rest: float,
+    rate: float,
+    start: int,
+    end: int,
+    stuck_starts: np.ndarray,
+    stuck_ends: np.ndarray,
+) -> bool:
+    """Whether every stuck run overlapping ``[start, end)`` lies inside a burst that goes on
+    around it: at least ``EDGE_S`` of the contraction on each side, and the reference envelope
+    active (above ``REST_FACTOR`` x rest) within ``EDGE_S`` before and after it. Such a
+    contraction is one burst the sensor briefly lost, not one made of the dropout."""
+    edge = round(EDGE_S * rate)
+    active = REST_FACTOR * rest
+    hit = (stuck_starts < end) & (stuck_ends > start)
+    for a, b in zip(stuck_starts[hit].tolist(), stuck_ends[hit].tolist(), strict=True):
+        if a - start < edge or end - b < edge:
+            return False
+        if envelope[a - edge : a].max() <= active or envelope[b : b + edge].max() <= active:
+            return False
+    return bool(hit.any())
+
+
 def judge(channel: Any, raw: np.ndarray, activated: np.ndarray | None, rate: float) -> Verdict:
     """Judge one ``emg_core`` ChannelResult against the raw samples (and the game's channel)."""
     ref = reference(raw, rate)
     at_rest = rest_mask(ref.envelope, ref.rest_level, rate)
-    on_rest, spanning, on_dropout = [], [], []
+    on_rest, spanning, on_dropout, bridged = [], [], [], []
     for c in channel.contractions:
         s, e = _samples(c.start_ms, rate), _samples(c.end_ms, rate)
         if lies_on_rest(ref.envelope, ref.rest_level, s, e):
@@ -417,7 +443,12 @@ def judge(channel: Any, raw: np.ndarray, activated: np.ndarray | None, rate: flo
         if spans_rest(at_rest, rate, s, e):
             spanning.append(c.index)
         if overlaps(s, e, ref.stuck_starts, ref.stuck_ends):
-            on_dropout.append(c.index)
+            if held_inside(
+                ref.envelope, ref.rest_level, rate, s, e, ref.stuck_starts, ref.stuck_ends
+            ):
+                bridged.append(c.index)
+            else:
+                on_dropout.append(c.index)
     mvc_on_dropout = False
     window_missing = False
     if channel.mvc_start_ms is not None and channel.mvc_end_ms is not None:
@@ -442,6 +473,7 @@ def judge(channel: Any, raw: np.ndarray, activated: np.ndarray | None, rate: flo
         on_rest=tuple(on_rest),
         spanning_rest=tuple(spanning),
         on_dropout=tuple(on_dropout),
+        bridged=tuple(bridged),
         mvc_on_dropout=mvc_on_dropout,
         mvc_window_missing=window_missing,
         hum_handled=hum_handled(ref.hum.fraction, channel),

@@ -149,6 +149,7 @@ def summarise(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "contractions_on_rest": sum(len(v.on_rest) for v in verdicts),
         "contractions_spanning_rest": sum(len(v.spanning_rest) for v in verdicts),
         "contractions_on_dropout": sum(len(v.on_dropout) for v in verdicts),
+        "contractions_bridging_dropout": sum(len(v.bridged) for v in verdicts),
         "mvc_windows_on_dropout": sum(v.mvc_on_dropout for v in verdicts),
         "mvc_windows_unreported": sum(v.mvc_window_missing for v in verdicts),
         "hum_handled": sum(v.hum_handled for v in hum),
@@ -176,7 +177,8 @@ def summary_line(s: dict[str, Any], seconds: float) -> str:
         f"contractions on rest {s['contractions_on_rest']}, "
         f"contractions spanning >=1 s rest {s['contractions_spanning_rest']}, "
         f"contractions/MVC windows on dropout {s['contractions_on_dropout']}/"
-        f"{s['mvc_windows_on_dropout']} ({s['mvc_windows_unreported']} MVC windows unreported), "
+        f"{s['mvc_windows_on_dropout']} ({s['mvc_windows_unreported']} MVC windows unreported, "
+        f"{s['contractions_bridging_dropout']} bursts held through a dropout), "
         f"hum channels cleaned-or-flagged {s['hum_handled']}/{s['hum_channels']} "
         f"({seconds:.1f} s)"
     )

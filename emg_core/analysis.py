@@ -26,7 +26,7 @@ from .options import AnalysisOptions
 from .results import ChannelResult, SessionResult
 
 #: bumped whenever a change can alter a result for the same file and options
-ANALYSIS_VERSION = "2.2.0"
+ANALYSIS_VERSION = "2.3.0"
 
 #: below this, no baseline, envelope or spectrum means anything
 MIN_DURATION_S = 0.5

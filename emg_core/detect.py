@@ -29,8 +29,9 @@ recording, and the ratios grow with the channel's own range of activity:
    such stirrings at 10-25 % of the patient's contractions, well above rest; the game counts
    none of them, and the contractions it counts all reach 30 % and more (docs/validation.md).
 
-Masked samples (artefacts, see ``emg_core.artefacts``) count as rest for detection: a contraction
-never spans them. When the channel's activity does not stand out of its rest (``D`` below
+Masked samples (artefacts, see ``emg_core.artefacts``) count as rest for detection, so nothing
+starts or ends on them; but two runs whose gap is mostly masked and at most ``MAX_BRIDGE_S`` long
+are one contraction: a burst the sensor lost for a moment, not two bursts. When the channel's activity does not stand out of its rest (``D`` below
 ``min_contrast``) nothing is counted and the detection says so.
 
 Everything is index arithmetic on numpy arrays; nothing loops over samples.
@@ -44,12 +45,14 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .artefacts import runs
-from .filters import block_mean, moving_mean
+from .filters import block_mean, moving_mean, prefix_sum
 
 #: a recording holds at least this many rest blocks, however short
 MIN_BLOCKS = 20
 #: how far above the recording's quieter blocks the local rest level may drift
 MAX_DRIFT = 4.0
+#: a dropout up to this long inside a burst leaves one contraction (GHOSTLY's last ~270 ms)
+MAX_BRIDGE_S = 1.0
 #: the typical strong contraction is the median peak of at least this many of the strongest
 STRONG_MIN = 3
 
@@ -336,6 +339,21 @@ def _refine(
     return new_starts, np.maximum(new_ends, new_starts + 1)
 
 
+def _bridge_masked(
+    starts: np.ndarray, ends: np.ndarray, valid: np.ndarray, max_gap: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Join neighbours whose gap is mostly masked: a dropout inside a burst is not a relaxation."""
+    gaps_s, gaps_e = ends[:-1], starts[1:]
+    masked = prefix_sum(~valid)
+    share = (masked[gaps_e] - masked[gaps_s]) / np.maximum(gaps_e - gaps_s, 1)
+    join = (gaps_e - gaps_s <= max_gap) & (share >= 0.5)
+    if not join.any():
+        return starts, ends
+    new = np.concatenate(([True], ~join))
+    idx = np.flatnonzero(new)
+    return starts[new], np.maximum.reduceat(ends, idx)
+
+
 def detect_contractions(
     envelope: np.ndarray,
     rate: float,
@@ -499,6 +517,8 @@ def detect_contractions(
     min_len = max(1, round(min_duration_s * rate))
     if np.any(ends - starts > max_len):
         starts, ends = _split_long(starts, ends, moving_mean(z, rate, 0.5), max_len, min_len)
+    if valid is not None and starts.size > 1 and not valid.all():
+        starts, ends = _bridge_masked(starts, ends, valid, round(MAX_BRIDGE_S * rate))
     keep = ends - starts >= min_len
     starts, ends = starts[keep].astype(np.int64), ends[keep].astype(np.int64)
     if starts.size == 0:

@@ -386,3 +386,18 @@ def test_a_hum_channel_is_handled_when_cleaned_or_flagged_unusable():
     assert rc.hum_handled(0.3, _channel(mains_removed=True))
     assert rc.hum_handled(0.3, _channel(usable=False, warnings=("mains hum",)))
     assert not rc.hum_handled(0.3, _channel(usable=False))  # unusable without saying why
+
+
+def test_a_dropout_inside_an_active_contraction_is_bridged_one_at_its_edge_is_not():
+    rate = 1000.0
+    env = np.ones(6000)
+    env[1000:3000] = 50.0  # a burst ...
+    stuck_s, stuck_e = np.array([1800]), np.array([2100])  # ... the sensor lost in its middle
+    assert rc.held_inside(env, 1.0, rate, 1000, 3000, stuck_s, stuck_e)
+    # the contraction starts at the dropout: the dropout made its edge
+    assert not rc.held_inside(env, 1.0, rate, 1750, 3000, stuck_s, stuck_e)
+    # rest on one side: a dropout followed by a burst is not one burst held through it
+    env[1000:2100] = 1.0
+    assert not rc.held_inside(env, 1.0, rate, 1000, 3000, stuck_s, stuck_e)
+    # no stuck run in the contraction: nothing is held inside it
+    assert not rc.held_inside(env, 1.0, rate, 4000, 5000, stuck_s, stuck_e)
