@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
+import os
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import asyncpg
@@ -60,8 +63,10 @@ __all__ = ["Analyser", "ClaimedJob", "JobRunner", "Permanent"]
 
 
 class Analyser(Protocol):
+    # The daemon hands over the downloaded file's path (it never holds a recording's bytes);
+    # ``bytes`` is for callers that have them in hand.
     async def analyse(
-        self, data: bytes, *, name: str, options: dict[str, Any]
+        self, data: bytes | os.PathLike[str], *, name: str, options: dict[str, Any]
     ) -> dict[str, Any]: ...
 
 
@@ -91,6 +96,7 @@ class JobRunner:
         max_file_bytes: int | None = None,
         on_storage_not_configured: Callable[[StorageNotConfigured, str], Awaitable[bool]]
         | None = None,
+        download_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         """``on_storage_not_configured(exc, bucket)``: told when Storage answers a download as it
         answers a rejected key; True when it confirms a configuration error (the credential
@@ -100,6 +106,7 @@ class JobRunner:
         self._queue = queue
         self._max_attempts = max_attempts
         self._max_bytes = max_file_bytes
+        self._download_dir = download_dir
         self._storage = storage
         self._analyser = analyser
         self._metrics = metrics
@@ -202,14 +209,22 @@ class JobRunner:
                 " (expected <patient user id>/<file>.c3d)"
             )
         self._check_size(job.object_size)
+        # The object streams to a file of this job's own: the daemon's memory stays one chunk
+        # whatever the file's size, and the analysis worker reads the file itself.
+        folder = Path(tempfile.mkdtemp(prefix="emgd-job-", dir=self._download_dir))
+        try:
+            return await self._process_file(job, timings, folder / "object.c3d")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    async def _process_file(self, job: ClaimedJob, timings: dict[str, float], dest: Path) -> str:
         # No stage write here: the claim itself shows the session as downloading.
         t = time.perf_counter()
-        data = await self._storage.download(job.bucket_id, job.object_name)
+        got = await self._storage.download_to(job.bucket_id, job.object_name, dest)
         timings["download"] = self._observe("download", t)
-        self._check_size(len(data))  # storage metadata can be missing or stale
-        if not data:
+        self._check_size(got.size)  # storage metadata can be missing or stale
+        if not got.size:
             raise Permanent("the file is empty (0 bytes)")
-        sha256 = hashlib.sha256(data).hexdigest()
 
         # The patient's targets and MVC, read now (a settings change takes a running job back,
         # so a job never commits options older than its claim). The daemon's own options are
@@ -219,8 +234,8 @@ class JobRunner:
         # identical content already analysed: reuse it; else the stage becomes "analysing"
         verdict = await self._queue.reuse_or_stage(
             job,
-            sha256=sha256,
-            size=len(data),
+            sha256=got.sha256,
+            size=got.size,
             analysis_version=self._version,
             options=options,
             next_stage=Stage.ANALYSING,
@@ -230,7 +245,7 @@ class JobRunner:
         if verdict is not Reuse.STAGED:
             return str(verdict)
         t = time.perf_counter()
-        result = await self._analyser.analyse(data, name=job.object_name, options=options)
+        result = await self._analyser.analyse(got.path, name=job.object_name, options=options)
         timings["analyse"] = self._observe("analyse", t)
         # The options that produced the result travel with it so identical reruns can be skipped.
         result.setdefault("processing", {})["options"] = options
@@ -239,7 +254,10 @@ class JobRunner:
             return "lease_lost"
         t = time.perf_counter()
         committed = await self._queue.complete(
-            job, result_json=json.dumps(result, allow_nan=False), sha256=sha256, size=len(data)
+            job,
+            result_json=json.dumps(result, allow_nan=False),
+            sha256=got.sha256,
+            size=got.size,
         )
         timings["save"] = self._observe("save", t)
         if not committed:

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -33,7 +36,12 @@ __all__ = ["Reporter"]
 
 class Drawer(Protocol):
     async def render_report(
-        self, data: bytes, *, name: str, options: dict[str, Any], result: dict[str, Any]
+        self,
+        data: bytes | os.PathLike[str],
+        *,
+        name: str,
+        options: dict[str, Any],
+        result: dict[str, Any],
     ) -> bytes: ...
 
 
@@ -105,10 +113,14 @@ class Reporter:
             result = order.result if order.result is not None else stored
             if processed_at is None or result is None:
                 return  # the session is gone, or has no results any more
-            data = await self._storage.download(job.bucket_id, job.object_name)
-            png = await self._drawer.render_report(
-                data, name=job.object_name, options=order.options, result=result
-            )
+            # to a file, as a job does: the daemon never holds a recording's bytes
+            with tempfile.TemporaryDirectory(prefix="emgd-report-") as folder:
+                got = await self._storage.download_to(
+                    job.bucket_id, job.object_name, Path(folder) / "object.c3d"
+                )
+                png = await self._drawer.render_report(
+                    got.path, name=job.object_name, options=order.options, result=result
+                )
             path = report_object_name(job.object_name, job.session_id)
             await self._storage.upload(job.bucket_id, path, png, content_type="image/png")
             recorded = await self._queue.set_report_path(job, path=path, processed_at=processed_at)

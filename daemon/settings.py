@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # Total time one download may take, body included, retries included, on either backend: a
     # hung mount or a server that drips bytes must not hold a job (and its lease) forever.
     download_timeout: float = Field(120.0, gt=0)
+    # Where a job's object is streamed while it is analysed (one file per job in flight, removed
+    # when the job ends); the system's temporary folder when unset. Needs room for
+    # EMGD_CONCURRENCY files of up to EMGD_MAX_FILE_MB.
+    download_dir: Path | None = None
     concurrency: int = Field(2, ge=1, le=256)
     health_host: str = "0.0.0.0"
     health_port: int = Field(8080, ge=0, le=65535)

@@ -209,6 +209,7 @@ class Daemon:
             max_attempts=s.max_attempts,
             max_file_bytes=int(s.max_file_mb * 1_000_000),
             on_storage_not_configured=self._storage_rejected,
+            download_dir=s.download_dir,
         )
         self.listener = Listener(
             self._dsn,

@@ -153,9 +153,11 @@ class _NoPictures:
     def __init__(self) -> None:
         self.renders = 0
 
-    async def analyse(self, data: bytes, *, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    async def analyse(self, data: Any, *, name: str, options: dict[str, Any]) -> dict[str, Any]:
         from daemon.isolation import analyze_to_dict
 
+        if not isinstance(data, bytes):  # the daemon hands over the downloaded file's path
+            data = Path(data).read_bytes()
         return await asyncio.to_thread(analyze_to_dict, data, name, options)
 
     async def render_report(self, data: bytes, **kwargs: Any) -> bytes:
