@@ -91,6 +91,10 @@ def summarise(results: dict[str, Any], wall: float) -> dict[str, Any]:
         and totals["wrong_results"] == 0,
         "no_daemon_exits": not exits,
     }
+    if "outages" in results and "uploads" in results["outages"]:
+        verdicts["no_completion_undone_by_an_outage"] = (
+            results["outages"]["completions_undone_by_outage"] == 0
+        )
     if resume:
         verdicts["resumed_within_2s"] = max(resume) <= 2.0
     if orphan:

@@ -146,21 +146,39 @@ async def outages(
     await _ready(*fleet)
     uploads: list[Upload] = []
     resume: list[float] = []
+    undone = 0
     plan = ["restart"] * restarts + ["crash"] * crashes
     for kind in plan:
         uploads += await world.upload(16, delay=0.4)
         await asyncio.sleep(0.6)  # jobs are mid-flight: claims, analyses, commits
+        seen = await _succeeded(world.dsn)  # acknowledged: must survive what comes next
         if kind == "restart":
             await asyncio.to_thread(cluster.restart)
         else:
             await asyncio.to_thread(cluster.crash)
             await asyncio.to_thread(cluster.start)
+        undone += len(seen - await _succeeded(world.dsn))
         back = await _completions(world.dsn)
         took = await wait_until(lambda back=back: _grew(world.dsn, back), timeout=60, interval=0.02)
         resume.append(float("inf") if took is None else took)
         await asyncio.sleep(0.5)
     counts = await world.settle(uploads, timeout=120)
-    return {**counts, "restarts": restarts, "crashes": crashes, "resume_after_outage_s": resume}
+    return {
+        **counts,
+        "restarts": restarts,
+        "crashes": crashes,
+        "completions_undone_by_outage": undone,
+        "resume_after_outage_s": resume,
+    }
+
+
+async def _succeeded(dsn: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("select session_id::text from emgd.jobs where state = 'succeeded'")
+    finally:
+        await conn.close()
+    return {r[0] for r in rows}
 
 
 async def _grew(dsn: str, baseline: int | None) -> bool:
