@@ -97,7 +97,9 @@ DEFAULT_PRELOAD = ("numpy", "scipy.signal", "emg_core.analysis")
 REPORT_TARGET = "daemon.report:render_png"
 REPORT_PRELOAD = (*DEFAULT_PRELOAD, "daemon.report", "matplotlib.figure",
                   "matplotlib.backends.backend_agg")  # fmt: skip
-REPORT_WARMUP = "daemon.report:warm_up"
+# no warm-up drawing: it would cost every daemon start CPU time the analyses need; the first
+# picture pays for its fonts instead, behind the results
+REPORT_WARMUP = ""
 REPORT_TIMEOUT_S = 30.0
 REPORT_NICE = 19
 DEFAULT_WARMUP = "daemon.isolation:warm_up"
@@ -219,6 +221,7 @@ class AnalysisPool:
             if reports
             else None
         )
+        self._reports_started: asyncio.Task[None] | None = None
         self.target, self.preload = target, tuple(preload)
         if warmup is None:
             warmup = DEFAULT_WARMUP if target == DEFAULT_TARGET else ""
@@ -245,14 +248,14 @@ class AnalysisPool:
             await self.close()
             raise PoolError(f"analysis worker failed to start: {failed[0]}") from failed[0]
         if self._reports is not None:
-            try:
-                await self._reports.start()
-            except PoolError:
-                await self.close()
-                raise
+            # in the background: pictures must not delay the daemon's readiness
+            self._reports_started = asyncio.create_task(self._reports.start())
         log.info("analysis_pool_started", size=self.size, target=self.target)
 
     async def close(self) -> None:
+        if self._reports_started is not None:
+            self._reports_started.cancel()
+            await asyncio.gather(self._reports_started, return_exceptions=True)
         if self._reports is not None:
             await self._reports.close()
         self._closed = True
@@ -358,6 +361,8 @@ class AnalysisPool:
         one), within ``timeout_s`` (and never longer than an analysis may take); raises what
         ``analyse`` raises."""
         pool = self._reports if self._reports is not None else self
+        if self._reports_started is not None:
+            await self._reports_started  # raises PoolError if the report worker cannot start
         png: bytes = await pool.analyse(
             data,
             name=name,

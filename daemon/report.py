@@ -55,7 +55,6 @@ __all__ = [
     "picture_size",
     "render_png",
     "report_object_name",
-    "warm_up",
 ]
 
 
@@ -88,16 +87,6 @@ def render_png(data: bytes, name: str, options: dict[str, Any], result: dict[str
 
     opts = AnalysisOptions.from_dict(options) if options else AnalysisOptions()
     return draw(result, channel_traces(data, options=opts))
-
-
-def warm_up() -> None:
-    """One small picture in a fresh report worker: fonts found and cached, so the first session's
-    picture is drawn as fast as the next ones."""
-    from emg_core.analysis import analyze
-    from emg_core.synthetic import ghostly_recording
-
-    data, _ = ghostly_recording(duration_s=5.0)
-    render_png(data, "warm-up.c3d", {}, analyze(data, name="warm-up.c3d").to_dict())
 
 
 def draw(result: dict[str, Any], traces: dict[str, Any]) -> bytes:
