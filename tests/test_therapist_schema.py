@@ -274,6 +274,8 @@ async def test_validation_refuses_bad_values_as_check_violations(world):
         " ((select patient_id from public.sessions where id = $1), 'Z', 0.3)",
         "insert into public.patient_emg_settings (patient_id, channel, mvc_percentage) values"
         " ((select patient_id from public.sessions where id = $1), 'Z', 0)",
+        "insert into public.patient_emg_settings (patient_id, channel) values"
+        " ((select patient_id from public.sessions where id = $1), '*')",
         "update public.scoring_configuration set weight_game = 0.5"
         " where patient_id = (select patient_id from public.sessions where id = $1)",
         "update public.scoring_configuration set weight_completion = 0.5"
