@@ -31,8 +31,9 @@ recording, and the ratios grow with the channel's own range of activity:
 
 Masked samples (artefacts, see ``emg_core.artefacts``) count as rest for detection, so nothing
 starts or ends on them; but two runs whose gap is mostly masked and at most ``MAX_BRIDGE_S`` long
-are one contraction: a burst the sensor lost for a moment, not two bursts. When the channel's activity does not stand out of its rest (``D`` below
-``min_contrast``) nothing is counted and the detection says so.
+are one contraction: a burst the sensor lost for a moment, not two bursts. When the channel's
+activity does not stand out of its rest (``D`` below ``min_contrast``) nothing is counted and the
+detection says so.
 
 Everything is index arithmetic on numpy arrays; nothing loops over samples.
 """
