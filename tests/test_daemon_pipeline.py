@@ -169,12 +169,17 @@ async def test_supabase_storage_503_goes_back_to_pending_then_succeeds(db_url, t
             now = await conn.fetchval("select now()")
             assert retrying[sid]["run_after"] > now, "a retry waits for its backoff"
             rows = await wait_sessions(conn, [sid], daemon=d)
+            # the picture follows the results and reads the recording once more: wait for it,
+            # so the count of reads below does not depend on how far it got
+            await wait_sessions(
+                conn, [sid], daemon=d, until=lambda r: r["report_path"] is not None, timeout=60
+            )
         row = rows[sid]
         assert row["status"] == "completed" and row["job_state"] == "succeeded"
         assert row["attempts"] == 2 and row["last_error"] is None
         await assert_matches_truth(conn, row["id"], truth)
         gets = [r for r in server.requests if r[0] == "GET" and r[2] == name]
-        assert len(gets) == 5  # 3 failed + (1 failed, 1 served)
+        assert len(gets) == 6  # 3 failed + (1 failed, 1 served) + the picture's read
         log = await stage_log(conn, sid)
         # the failed attempt got as far as downloading, then handed the job back to pending
         assert log[:2] == HAPPY_PATH[:2]
