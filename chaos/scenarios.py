@@ -153,6 +153,11 @@ async def outages(
     for kind in plan:
         uploads += await world.upload(16, delay=0.4)
         await asyncio.sleep(0.6)  # jobs are mid-flight: claims, analyses, commits
+        if kind == "crash":
+            # crash right after a result is acknowledged: a completion whose commit did not
+            # wait for its WAL flush would be gone after the crash
+            base = await _completions(world.dsn)
+            await wait_until(lambda base=base: _grew(world.dsn, base), timeout=10, interval=0.005)
         seen = await _succeeded(world.dsn)  # acknowledged: must survive what comes next
         if kind == "restart":
             await asyncio.to_thread(cluster.restart)
