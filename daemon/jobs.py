@@ -32,6 +32,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,38 @@ class Analyser(Protocol):
     async def analyse(
         self, data: bytes | os.PathLike[str], *, name: str, options: dict[str, Any]
     ) -> dict[str, Any]: ...
+
+
+def _job_prefix(pid: int) -> str:
+    # host and pid in the name: a later daemon on this host can tell a dead one's leftovers
+    return f"emgd-job-{socket.gethostname()}-{pid}-"
+
+
+def sweep_dead_downloads(download_dir: str | os.PathLike[str] | None) -> int:
+    """Remove the job folders that daemons on this host left when they were killed (a job's
+    folder normally goes with the job); returns how many. Folders of live processes, and of
+    other hosts sharing the folder, are left alone."""
+    root = Path(download_dir or tempfile.gettempdir())
+    mine = f"emgd-job-{socket.gethostname()}-"
+    removed = 0
+    with contextlib.suppress(OSError):
+        for folder in root.glob(f"{mine}*"):
+            pid = folder.name[len(mine) :].split("-", 1)[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Permanent(Exception):
@@ -107,6 +140,7 @@ class JobRunner:
         self._max_attempts = max_attempts
         self._max_bytes = max_file_bytes
         self._download_dir = download_dir
+        sweep_dead_downloads(download_dir)
         self._storage = storage
         self._analyser = analyser
         self._metrics = metrics
@@ -211,7 +245,7 @@ class JobRunner:
         self._check_size(job.object_size)
         # The object streams to a file of this job's own: the daemon's memory stays one chunk
         # whatever the file's size, and the analysis worker reads the file itself.
-        folder = Path(tempfile.mkdtemp(prefix="emgd-job-", dir=self._download_dir))
+        folder = Path(tempfile.mkdtemp(prefix=_job_prefix(os.getpid()), dir=self._download_dir))
         try:
             return await self._process_file(job, timings, folder / "object.c3d")
         finally:

@@ -65,3 +65,25 @@ async def test_two_300_mb_files_in_flight_leave_the_daemon_flat(daemons: Daemons
         await wait_job(db, sid, timeout=30, state="failed")
     assert peak <= 250 * MB, f"daemon RSS peaked at {peak / MB:.0f} MB (idle {idle / MB:.0f} MB)"
     assert list(downloads.iterdir()) == []  # each job's file went with the job
+
+
+def test_a_killed_daemons_download_folders_are_swept_at_the_next_start(tmp_path):
+    """A job's folder goes with the job; one left by a daemon killed mid-download is removed when
+    a daemon on the same host starts, while a live process's folder stays."""
+    import socket
+    import subprocess
+    import sys
+
+    from daemon.jobs import sweep_dead_downloads
+
+    host = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    left = tmp_path / f"emgd-job-{host}-{dead.stdout.strip()}-abc"
+    live = tmp_path / f"emgd-job-{host}-{os.getpid()}-def"
+    other_host = tmp_path / f"emgd-job-elsewhere-{dead.stdout.strip()}-ghi"
+    for folder in (left, live, other_host):
+        folder.mkdir()
+        (folder / "object.c3d").write_bytes(b"x" * 100)
+    assert sweep_dead_downloads(tmp_path) == 1
+    assert not left.exists() and live.exists() and other_host.exists()
