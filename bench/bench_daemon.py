@@ -57,6 +57,7 @@ TARGET_JOBS_PER_S = 1000.0
 TARGET_E2E_P50_S = 0.150
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_CHANNEL = "emgd_bench"
+BUCKET = "c3d-examples"  # emgd.config.bucket of the benchmark's fresh database
 
 # Test-only instrumentation, created in the benchmark's database after the migrations.
 MARK_SQL = f"""
@@ -165,12 +166,9 @@ async def bench_database(server_url: str):
 
 
 async def make_patient(conn) -> uuid.UUID:
-    from daemon import queries
+    from daemon.local import create_user
 
-    uid = uuid.uuid4()
-    await conn.execute(queries.INSERT_AUTH_USER, uid, f"bench-{uid.hex[:8]}@x.test", "patient", "B")
-    await conn.execute(queries.UPSERT_PROFILE, uid, "patient", "Bench patient")
-    return uid
+    return uuid.UUID(await create_user(conn, "patient", "Bench patient"))
 
 
 def object_sql(bucket: str, name: str, patient: uuid.UUID, data: bytes) -> str:
@@ -236,7 +234,7 @@ class Uploader:
             fut.set_result(None)
 
     def store(self, name: str, data: bytes) -> None:
-        path = Path(self.settings.local_storage_dir) / self.settings.bucket / name
+        path = Path(self.settings.local_storage_dir) / BUCKET / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
@@ -247,7 +245,7 @@ class Uploader:
         self.store(name, data)
         await self.conn.execute(
             "begin; "
-            + object_sql(self.settings.bucket, name, self.patient, data)
+            + object_sql(BUCKET, name, self.patient, data)
             + "; commit; select set_config('emgd_bench.committed_at', clock_timestamp()::text,"
             " false);"
         )
@@ -256,7 +254,7 @@ class Uploader:
             "select j.id, current_setting('emgd_bench.committed_at')::timestamptz as committed_at"
             " from emgd.jobs j join public.sessions s on s.id = j.session_id"
             " where s.bucket_id = $1 and s.object_name = $2",
-            self.settings.bucket,
+            BUCKET,
             name,
         )
         return {"job_id": row["id"], "committed_at": row["committed_at"], "returned": returned}
@@ -448,7 +446,7 @@ async def phase_throughput(
                 up.store(name, data)
             async with conn.transaction():
                 for name, data in zip(names, blobs, strict=True):
-                    await conn.execute(object_sql(settings.bucket, name, patient, data))
+                    await conn.execute(object_sql(BUCKET, name, patient, data))
             ids = await conn.fetch(
                 "select j.id from emgd.jobs j join public.sessions s on s.id = j.session_id"
                 " where s.object_name = any($1::text[])",

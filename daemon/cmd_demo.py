@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-# The demo's results table: queries.SESSION_SUMMARIES plus what a channel's line needs to show
-# amplitudes in µV and an unusable channel's warnings.
+# The demo's results table: the sessions with their channels, plus what a channel's line needs to
+# show amplitudes in µV and an unusable channel's warnings.
 SESSION_SUMMARIES = """
     select s.id, s.object_name, s.status, s.error, s.game_name, s.overall_compliance,
            u.display_name as patient,
@@ -63,20 +63,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def _seed_users(conn) -> tuple[str, list[tuple[str, str]]]:
-    import uuid
-
-    from daemon import queries
+    from daemon.local import assign, create_user
 
     async def user(role: str, name: str) -> str:
-        uid = str(uuid.uuid4())
-        await conn.execute(queries.INSERT_AUTH_USER, uid, f"{name.lower()}@demo.test", role, name)
-        await conn.execute(queries.UPSERT_PROFILE, uid, role, name)
-        return uid
+        return await create_user(conn, role, name, email=f"{name.lower()}@demo.test")
 
     therapist = await user("therapist", "Therapist Tess")
     patients = [(await user("patient", name), name) for name in ("Patient Ada", "Patient Bo")]
     for pid, _ in patients:
-        await conn.execute(queries.ASSIGN_PATIENT, therapist, pid)
+        await assign(conn, therapist, pid)
     return therapist, patients
 
 
@@ -86,7 +81,7 @@ async def demo(settings, dsn: str, args: argparse.Namespace) -> int:
 
     import asyncpg
 
-    from daemon.cmd_upload import upload
+    from daemon.local import upload
     from daemon.runtime import serve
     from emg_core.synthetic import ghostly_recording
 

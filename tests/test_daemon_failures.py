@@ -13,8 +13,8 @@ import uuid
 
 import numpy as np
 
-from daemon.cmd_upload import upload
 from daemon.isolation import analyze_to_dict
+from daemon.local import upload
 from emg_core.synthetic import c3d_bytes
 from tests import dbutil
 from tests.core.helpers import VENDOR_DIR

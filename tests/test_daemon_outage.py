@@ -32,8 +32,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon import queue
-from daemon.cmd_upload import upload
 from daemon.health import Metrics
+from daemon.local import upload
 from daemon.migrate import apply_migrations
 from daemon.queue import ClaimedJob, JobQueue
 from daemon.runtime import serve

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.cmd_upload import upload
+from daemon.local import upload
 from emg_core.synthetic import ghostly_recording
 from tests import dbutil
 from tests.daemon_harness import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from daemon.cmd_upload import upload
+from daemon.local import upload
 from tests import dbutil
 from tests.daemon_harness import (
     NotifyDroppingProxy,

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from daemon.cmd_upload import upload
+from daemon.local import upload
 from daemon.settings import load_settings
 from emg_core.synthetic import ghostly_recording
 from tests.e2e_harness import SLOW_TARGET, Daemons, job_of, wait_job

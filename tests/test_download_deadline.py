@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import threading
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import queries, storage
+from daemon import local, storage
 from daemon.settings import load_settings
 from daemon.storage import LocalStorage, StorageError, StorageUnavailable, SupabaseStorage
 from tests import dbutil
@@ -124,16 +123,8 @@ async def record_object(dsn: str, patient: uuid.UUID, name: str) -> str:
     """The storage.objects row Supabase Storage inserts, for an object placed by hand."""
     conn = await dbutil.connect(dsn)
     try:
-        await conn.fetchval(queries.ENSURE_LOCAL_PATIENT, patient)
-        await conn.execute(
-            queries.INSERT_STORAGE_OBJECT,
-            BUCKET,
-            name,
-            patient,
-            json.dumps({"size": 1000, "mimetype": "application/octet-stream"}),
-            str(uuid.uuid4()),
-        )
-        return str(await conn.fetchval(queries.SESSION_FOR_OBJECT, BUCKET, name))
+        meta = {"size": 1000, "mimetype": "application/octet-stream"}
+        return str(await local.record_object(conn, BUCKET, name, patient, meta))
     finally:
         await conn.close()
 

@@ -24,8 +24,8 @@ from datetime import timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.cmd_upload import upload
 from daemon.isolation import analyze_to_dict
+from daemon.local import upload
 from daemon.report import picture_size, report_object_name
 from daemon.settings import load_settings
 from tests import dbutil

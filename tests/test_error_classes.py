@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 from asyncpg import exceptions as pgerr
 
-from daemon.cmd_upload import upload
 from daemon.dberrors import TRANSIENT_DB_ERRORS, describe, is_transient
+from daemon.local import upload
 from emg_core.synthetic import ghostly_recording
 from tests import dbutil
 from tests.daemon_harness import daemon_settings, make_patient, running_daemon, wait_sessions

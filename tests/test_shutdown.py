@@ -18,7 +18,7 @@ import uuid
 import asyncpg
 import pytest
 
-from daemon.cmd_upload import upload
+from daemon.local import upload
 from daemon.settings import load_settings
 from emg_core.synthetic import ghostly_recording
 from tests import dbutil
