@@ -33,6 +33,9 @@ Public API
 ``TRANSIENT_DB_ERRORS``: the same as a tuple of exception types, for ``except`` clauses (asyncpg
     raises a subclass of its class's base exception for every SQLSTATE, known or not).
 ``is_transient(exc) -> bool``: the verdict for any exception.
+``DATABASE_ERRORS``: every exception type a database call raises (transient or not).
+``database_unavailable(exc) -> bool``: ``is_transient``, except a dropped database: what the
+    daemon's loops wait out rather than stop for.
 ``describe(exc) -> str``: a short reason for ``sessions.error`` (message plus SQLSTATE).
 """
 
@@ -43,7 +46,14 @@ import asyncio
 import asyncpg
 from asyncpg import exceptions as pgerr
 
-__all__ = ["TRANSIENT_DB_ERRORS", "TRANSIENT_SQLSTATE_CLASSES", "describe", "is_transient"]
+__all__ = [
+    "DATABASE_ERRORS",
+    "TRANSIENT_DB_ERRORS",
+    "TRANSIENT_SQLSTATE_CLASSES",
+    "database_unavailable",
+    "describe",
+    "is_transient",
+]
 
 TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
 
@@ -59,6 +69,11 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Everything a database call can raise, transient or not: what best-effort clean-up (a release
+# on the way out) swallows, and what a reconnecting loop catches before asking is_transient.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError)
+
+
 def sqlstate(exc: BaseException) -> str | None:
     code = getattr(exc, "sqlstate", None)
     return code if isinstance(code, str) and len(code) == 5 else None
@@ -70,6 +85,13 @@ def is_transient(exc: BaseException) -> bool:
     if code is not None:
         return code[:2] in TRANSIENT_SQLSTATE_CLASSES
     return isinstance(exc, TRANSIENT_DB_ERRORS)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Trouble that waiting cures: transient, and not a dropped database (which never returns)."""
+    if isinstance(exc, asyncpg.DatabaseDroppedError):
+        return False
+    return is_transient(exc)
 
 
 def describe(exc: BaseException) -> str:

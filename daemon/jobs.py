@@ -39,10 +39,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import asyncpg
 import structlog
 
-from daemon.dberrors import TRANSIENT_DB_ERRORS, describe, is_transient
+from daemon.dberrors import DATABASE_ERRORS, describe, is_transient
 from daemon.isolation import AnalysisRejected, WorkerCrashed, WorkerTimeout
 from daemon.queue import ClaimedJob, JobQueue, Reuse, Stage
 from daemon.reporter import Reporter
@@ -125,7 +124,6 @@ class JobRunner:
         metrics: Any,
         analysis_version: str,
         options: dict[str, Any] | None = None,
-        max_attempts: int | None = None,
         max_file_bytes: int | None = None,
         on_storage_not_configured: Callable[[StorageNotConfigured, str], Awaitable[bool]]
         | None = None,
@@ -137,7 +135,6 @@ class JobRunner:
         Otherwise the answer counts as ordinary storage trouble."""
         self._on_storage_not_configured = on_storage_not_configured
         self._queue = queue
-        self._max_attempts = max_attempts
         self._max_bytes = max_file_bytes
         self._download_dir = download_dir
         sweep_dead_downloads(download_dir)
@@ -182,7 +179,7 @@ class JobRunner:
                     # A configuration error: every job would meet it. This one waits, uncounted.
                     try:
                         released = await self._queue.release(job)
-                    except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError):
+                    except DATABASE_ERRORS:
                         released = False  # the lease expires and the job runs later anyway
                     outcome = "waiting" if released else "abandoned"
                 else:  # the check passes: a passing glitch, retried like any storage trouble
@@ -202,7 +199,7 @@ class JobRunner:
                     outcome = await self._finish(job, "quarantined", reason, crashed=True)
                 else:
                     outcome = await self._retry_or_fail(job, str(exc), crashed=True)
-            except (asyncpg.PostgresError, *TRANSIENT_DB_ERRORS) as exc:
+            except DATABASE_ERRORS as exc:
                 failure = exc
                 if is_transient(exc):
                     # The server's trouble (disk full, shutdown, connection, deadlock): the same
@@ -319,36 +316,27 @@ class JobRunner:
         return elapsed
 
     async def _retry_or_fail(self, job: ClaimedJob, reason: str, *, crashed: bool = False) -> str:
-        # The job row carries its own limit; the daemon's setting can only lower it.
-        limit = min(job.max_attempts, self._max_attempts or job.max_attempts)
-        if job.attempts >= limit:
-            return await self._finish(
-                job, "failed", f"{reason} (gave up after {job.attempts} attempts)", crashed=crashed
+        """Back to pending with backoff, or failed once the job has used its attempts: the
+        database decides, with the limit the rescue of an expired lease applies too."""
+        try:
+            state = await self._queue.retry(
+                job, reason, after_s=backoff_seconds(job.attempts), crashed=crashed
             )
-        return await self._finish(
-            job, "pending", reason, retry_in=backoff_seconds(job.attempts), crashed=crashed
-        )
+        except DATABASE_ERRORS as exc:
+            log.warning("job_finish_failed", error=repr(exc))
+            return "abandoned"
+        return "retry" if state == "pending" else state
 
     async def _finish(
-        self,
-        job: ClaimedJob,
-        state: str,
-        reason: str,
-        *,
-        retry_in: float = 0.0,
-        crashed: bool = False,
+        self, job: ClaimedJob, state: str, reason: str, *, crashed: bool = False
     ) -> str:
         try:
-            if state == "pending":
-                ok = await self._queue.retry(job, reason, after_s=retry_in, crashed=crashed)
-            elif state == "quarantined":
+            if state == "quarantined":
                 ok = await self._queue.quarantine(job, reason)
             else:
                 ok = await self._queue.fail(job, reason, crashed=crashed)
-        except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as exc:
+        except DATABASE_ERRORS as exc:
             # The lease will expire and another pass will pick the job up: nothing is lost.
             log.warning("job_finish_failed", error=repr(exc))
             return "abandoned"
-        if not ok:
-            return "lease_lost"
-        return "retry" if state == "pending" else state
+        return state if ok else "lease_lost"

@@ -33,25 +33,14 @@ from typing import Any
 import asyncpg
 import structlog
 
-from daemon.dberrors import TRANSIENT_DB_ERRORS, is_transient
+from daemon.dberrors import DATABASE_ERRORS
 from daemon.queue import LISTEN_CHANNEL, PROBE_CHANNEL
 
 log = structlog.get_logger(__name__)
 
-# The database is unreachable, restarting or shedding connections: wait and retry, it will pass.
-# ``dberrors`` decides which errors those are; a dropped database does not come back by waiting.
-UNAVAILABLE = TRANSIENT_DB_ERRORS
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """True for trouble that waiting cures (``dberrors.is_transient``), not a dropped database."""
-    if isinstance(exc, asyncpg.DatabaseDroppedError):
-        return False
-    return is_transient(exc)
-
-
-# Connection-level trouble worth a reconnect; anything else is a bug and should stop the daemon.
-RECONNECTABLE = (*UNAVAILABLE, asyncpg.PostgresError)
+# Whatever the database or the connection raises is worth a reconnect (``daemon/dberrors.py``
+# owns the list); anything else is a bug and should stop the daemon.
+RECONNECTABLE = DATABASE_ERRORS
 
 
 class ListenerBroken(Exception):

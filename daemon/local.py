@@ -23,8 +23,6 @@ from typing import Any
 
 from daemon.settings import Settings
 
-# The bucket the storage trigger watches: the database holds it (emgd.config), nobody else.
-C3D_BUCKET = "select bucket from emgd.config"
 # The row Supabase Storage itself inserts after storing the bytes.
 INSERT_STORAGE_OBJECT = """
     insert into storage.objects (bucket_id, name, owner, owner_id, metadata, version, user_metadata)
@@ -72,7 +70,9 @@ ASSIGN_PATIENT = """
 
 async def bucket(conn: Any) -> str:
     """The C3D bucket, as the database's storage trigger and policies know it."""
-    return str(await conn.fetchval(C3D_BUCKET))
+    from daemon.queue import JobQueue
+
+    return await JobQueue(conn).c3d_bucket()
 
 
 async def record_object(

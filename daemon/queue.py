@@ -19,7 +19,7 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import asyncpg
 
@@ -50,6 +50,11 @@ COMPLETE_JOB = (
     "select emgd.complete_job("
     "p_job_id => $1::bigint, p_token => $2::uuid, p_result => $3::jsonb,"
     " p_sha256 => $4::text, p_size => $5::bigint)"
+)
+RETRY_JOB = (
+    "select emgd.retry_job("
+    "p_job_id => $1::bigint, p_token => $2::uuid, p_reason => $3::text,"
+    " p_retry_in => make_interval(secs => $4::float8), p_crashed => $5::boolean)"
 )
 FINISH_JOB = (
     "select emgd.finish_job("
@@ -109,6 +114,8 @@ RUNNING_JOBS = """
 REQUEUE = "select emgd.requeue(session_id => $1::uuid)"
 REQUEUE_FAILED = "select emgd.requeue_failed(since => $1::text::interval)"
 REPROCESS_ALL = "select emgd.reprocess_all()"
+# the bucket whose .c3d objects are sessions: the database's, read by its trigger and policies too
+C3D_BUCKET = "select bucket from emgd.config"
 PING = "select 1"
 NOTIFY = "select pg_notify($1::text, $2::text)"
 
@@ -337,6 +344,7 @@ class JobQueue:
         return bool(ok)
 
     async def fail(self, job: ClaimedJob, reason: str, *, crashed: bool = False) -> bool:
+        """Failed for good (a permanent error: the file is at fault)."""
         return await self._finish(job, "failed", reason, 0.0, crashed)
 
     async def quarantine(self, job: ClaimedJob, reason: str) -> bool:
@@ -345,9 +353,15 @@ class JobQueue:
 
     async def retry(
         self, job: ClaimedJob, reason: str, *, after_s: float, crashed: bool = False
-    ) -> bool:
-        """Back to pending, due again in ``after_s`` seconds; the attempt counts."""
-        return await self._finish(job, "pending", reason, after_s, crashed)
+    ) -> Literal["pending", "failed", "lease_lost"]:
+        """A transient failure: back to pending, due again in ``after_s`` seconds, or failed
+        ("gave up after N attempts") once the job has used ``emgd.config.max_attempts``."""
+        state = await self.db.fetchval(
+            RETRY_JOB, job.job_id, job.lease_token, reason, after_s, crashed
+        )
+        if state not in ("pending", "failed", "lease_lost"):
+            raise ValueError(f"emgd.retry_job answered {state!r}")
+        return cast(Literal["pending", "failed", "lease_lost"], state)
 
     async def _finish(
         self, job: ClaimedJob, state: str, reason: str, retry_in: float, crashed: bool
@@ -411,6 +425,10 @@ class JobQueue:
         return int(await self.db.fetchval(REPROCESS_ALL) or 0)
 
     # plumbing
+
+    async def c3d_bucket(self) -> str:
+        """``emgd.config.bucket``: the one place the bucket's name is kept."""
+        return str(await self.db.fetchval(C3D_BUCKET))
 
     async def ping(self) -> None:
         await self.db.fetchval(PING)

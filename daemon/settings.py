@@ -23,6 +23,7 @@ Derived and cross-field rules (checked by ``load_settings`` only):
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,7 +58,6 @@ class Settings(BaseSettings):
     # The service key must not cross a network in clear: plain http is refused unless the URL is
     # loopback or this is set (a private network the operator vouches for).
     allow_insecure_http: bool = False
-    bucket: str = Field("c3d-examples", min_length=1)
     storage_timeout: float = Field(30.0, gt=0)
     # Total time one download may take, body included, retries included, on either backend: a
     # hung mount or a server that drips bytes must not hold a job (and its lease) forever.
@@ -75,7 +75,6 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(20.0, ge=0)
     job_timeout: float = Field(60.0, gt=0)
     job_memory_mb: int = Field(2048, ge=64)
-    max_attempts: int = Field(5, ge=1)
     # Largest object the daemon downloads: a GHOSTLY session is a few MB; anything far larger is
     # not a recording and must not be read into memory.
     max_file_mb: float = Field(512.0, gt=0)
@@ -172,11 +171,28 @@ def _cross_check(s: Settings) -> list[str]:
     return problems
 
 
+# Settings that moved into the database, where every daemon and the SQL functions read the same
+# value: a variable left in a deployment is refused rather than silently ignored.
+MOVED_TO_DATABASE = {
+    "EMGD_BUCKET": "the C3D bucket is emgd.config.bucket in the database"
+    " (update emgd.config set bucket = '...'); the storage policies and the trigger read it there",
+    "EMGD_MAX_ATTEMPTS": "the attempt limit is emgd.config.max_attempts in the database"
+    " (update emgd.config set max_attempts = N); the daemon and the rescue both apply it there",
+}
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment (plus overrides) once and validate every rule; see module docstring."""
     unknown = sorted(set(overrides) - set(Settings.model_fields))
     if unknown:
         raise SettingsError([f"{k}: unknown setting" for k in unknown])
+    moved = [
+        f"{name}: no longer a setting; {why}"
+        for name, why in MOVED_TO_DATABASE.items()
+        if os.environ.get(name)
+    ]
+    if moved:
+        raise SettingsError(moved)
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         settings = Settings(**given)

@@ -7,7 +7,7 @@ half-alive. A stop request (SIGTERM/SIGINT) ends the claim loop, which waits up 
 ``shutdown_grace`` for jobs in flight, releases the rest, and ``run`` returns 0.
 
 A database outage is not a reason to die, however long it lasts: every loop that queries treats
-"the database is unreachable or restarting" (``listener.database_unavailable``) as something to
+"the database is unreachable or restarting" (``dberrors.database_unavailable``) as something to
 wait out. The daemon logs ``database_unavailable`` once, says so on ``/readyz``, retries about
 once a second, and logs ``database_available`` when a query succeeds again; the listener is then
 told to reconnect at once. Errors that waiting does not cure (a dropped database, a function a bad
@@ -32,10 +32,10 @@ from typing import Any
 
 import structlog
 
-from daemon.dberrors import TRANSIENT_DB_ERRORS
-from daemon.health import HealthServer
+from daemon.dberrors import DATABASE_ERRORS, database_unavailable
+from daemon.health import HealthServer, Ticker
 from daemon.jobs import Analyser, JobRunner
-from daemon.listener import RECONNECTABLE, Listener, database_unavailable
+from daemon.listener import Listener
 from daemon.operator_page import Activity, page
 from daemon.queue import ClaimedJob, JobQueue, OwnerLock
 from daemon.settings import Settings
@@ -59,7 +59,7 @@ RESCUE_INTERVAL_S = 1.0
 # While Storage rejects the credentials, they are checked again this often.
 STORAGE_RECHECK_S = 5.0
 # Best-effort clean-up (releases) swallows any of these: the lease expires anyway.
-DB_ERRORS = (*TRANSIENT_DB_ERRORS, *RECONNECTABLE)
+DB_ERRORS = DATABASE_ERRORS
 
 
 def _transient(exc: BaseException) -> bool:
@@ -104,7 +104,7 @@ class Daemon:
         # must stay tracked (slots, heartbeats, drain) until its own task ends.
         self._in_flight: dict[str, tuple[asyncio.Task[str], ClaimedJob]] = {}
         self._notified: OrderedDict[int, float] = OrderedDict()
-        self._last_tick = time.monotonic()
+        self.ticker = Ticker(max_age=LIVENESS_STALE_SECONDS)  # /livez: the loop still turns
         self._last_db_ok: float | None = None  # monotonic time of the last good query; None: never
         self._db_down_since: float | None = None  # set while queries fail for database trouble
         self._db_error = ""
@@ -137,10 +137,6 @@ class Daemon:
         self._wake.set()
 
     # -- health -------------------------------------------------------------------------------
-
-    def liveness(self) -> tuple[bool, dict[str, Any]]:
-        age = time.monotonic() - self._last_tick
-        return age < LIVENESS_STALE_SECONDS, {"loop_tick_age_s": round(age, 3)}
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         reasons: dict[str, Any] = {}
@@ -206,7 +202,6 @@ class Daemon:
             metrics=self._metrics,
             analysis_version=self._version,
             options=self._options,
-            max_attempts=s.max_attempts,
             max_file_bytes=int(s.max_file_mb * 1_000_000),
             on_storage_not_configured=self._storage_rejected,
             download_dir=s.download_dir,
@@ -225,7 +220,7 @@ class Daemon:
                 s.health_port,
                 metrics=self._metrics,
                 readiness=self.readiness,
-                liveness=self.liveness,
+                liveness=self.ticker.liveness,
                 page=self.operator_page,
             )
         log.info(
@@ -333,7 +328,7 @@ class Daemon:
             return self._storage_problem is None
         try:
             await asyncio.wait_for(
-                self._storage.check_credentials(self.settings.bucket),
+                self._storage.check_credentials(await self._queue.c3d_bucket()),
                 self.settings.storage_timeout,
             )
         except StorageNotConfigured as exc:
@@ -549,7 +544,7 @@ class Daemon:
 
     async def _tick_loop(self) -> None:
         while True:
-            self._last_tick = time.monotonic()
+            self.ticker.tick()
             await asyncio.sleep(TICK_SECONDS)
 
     # -- shutdown -----------------------------------------------------------------------------

@@ -192,10 +192,11 @@ async def test_supabase_storage_503_goes_back_to_pending_then_succeeds(db_url, t
 
 async def test_supabase_storage_503_until_max_attempts_fails_with_the_reason(db_url, tmp_path):
     server = await start_storage_server(key=KEY)
-    settings = supabase_settings(db_url, tmp_path, server, max_attempts=2)
+    settings = supabase_settings(db_url, tmp_path, server)
     patient = await make_patient(db_url)
     conn = await dbutil.connect(db_url)
     try:
+        await conn.execute("update emgd.config set max_attempts = 2")
         async with running_daemon(settings, db_url) as d:
             data, _ = ghostly_recording(seed=8, duration_s=10.0)
             name = f"{patient}/down.c3d"

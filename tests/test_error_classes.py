@@ -110,7 +110,7 @@ create trigger test_fault before insert on public.session_parameters
 
 
 async def test_a_full_disk_retries_and_the_job_completes_once_space_is_back(db_url, tmp_path):
-    settings = daemon_settings(db_url, tmp_path / "s", concurrency=2, max_attempts=5)
+    settings = daemon_settings(db_url, tmp_path / "s", concurrency=2)
     patient = await make_patient(db_url)
     data = ghostly_recording(seed=11, duration_s=4.0)[0]
     codes = [*TRANSIENT_CODES, *PERMANENT_CODES]

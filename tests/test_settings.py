@@ -28,11 +28,10 @@ def test_defaults_with_only_a_database_url(clean_env):
     assert s.database_url == DB
     assert s.storage_backend == "local"
     assert s.local_storage_dir == Path(".emgd/storage")
-    assert s.bucket == "c3d-examples"
     assert (s.concurrency, s.health_host, s.health_port) == (2, "0.0.0.0", 8080)
     assert (s.poll_interval, s.lease_seconds, s.shutdown_grace) == (2.0, 30.0, 20.0)
     assert s.heartbeat_interval == pytest.approx(10.0)  # derived: a third of the lease
-    assert (s.job_timeout, s.job_memory_mb, s.max_attempts) == (60.0, 2048, 5)
+    assert (s.job_timeout, s.job_memory_mb) == (60.0, 2048)
     assert s.listen is True and s.embedded is False
     assert (s.log_format, s.log_level) == ("auto", "info")
     assert s.embedded_dir == Path(".emgd/pg")
