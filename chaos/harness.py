@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from daemon import queries
+from daemon import local
 from daemon.storage import object_metadata
 from tests.e2e_harness import DaemonProcess, Daemons
 
@@ -102,7 +102,7 @@ class World:
             await conn.execute(COMPLETION_LOG)
             for _ in range(4):
                 patient = uuid.uuid4()
-                await conn.fetchval(queries.ENSURE_LOCAL_PATIENT, patient)
+                await conn.fetchval(local.ENSURE_LOCAL_PATIENT, patient)
                 self.patients.append(patient)
         finally:
             await conn.close()
@@ -166,14 +166,14 @@ class World:
                 tmp.write_bytes(data)
                 os.replace(tmp, path)
                 await conn.execute(
-                    queries.INSERT_STORAGE_OBJECT,
+                    local.INSERT_STORAGE_OBJECT,
                     BUCKET,
                     name,
                     patient,
                     json.dumps(object_metadata(data, "application/octet-stream")),
                     str(uuid.uuid4()),
                 )
-                sid = await conn.fetchval(queries.SESSION_FOR_OBJECT, BUCKET, name)
+                sid = await conn.fetchval(local.SESSION_FOR_OBJECT, BUCKET, name)
                 made.append(Upload(str(sid), k, name, time.monotonic()))
         finally:
             if own:

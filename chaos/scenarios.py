@@ -18,7 +18,7 @@ import psutil
 
 from chaos.cluster import Cluster
 from chaos.harness import BUCKET, DB_ERRORS, Upload, World, stats, wait_until
-from daemon import queries, queue
+from daemon import local, queue
 from daemon.storage import object_metadata
 
 RUNNING_OF = "select id from emgd.jobs where state = 'running' and lease_owner = $1"
@@ -337,14 +337,14 @@ async def _upload_to(world: World, server) -> Upload:
     conn = await asyncpg.connect(world.dsn)
     try:
         await conn.execute(
-            queries.INSERT_STORAGE_OBJECT,
+            local.INSERT_STORAGE_OBJECT,
             BUCKET,
             name,
             patient,
             json.dumps(object_metadata(data, "application/octet-stream")),
             str(uuid.uuid4()),
         )
-        sid = await conn.fetchval(queries.SESSION_FOR_OBJECT, BUCKET, name)
+        sid = await conn.fetchval(local.SESSION_FOR_OBJECT, BUCKET, name)
     finally:
         await conn.close()
     up = Upload(str(sid), k, name, time.monotonic())
@@ -442,14 +442,14 @@ async def rss(world: World, size_mb: int = 300) -> dict[str, Any]:
                 for _ in range(size_mb):
                     fh.write(chunk)
             await conn.execute(
-                queries.INSERT_STORAGE_OBJECT,
+                local.INSERT_STORAGE_OBJECT,
                 BUCKET,
                 name,
                 patient,
                 json.dumps({"size": path.stat().st_size, "mimetype": "application/octet-stream"}),
                 str(uuid.uuid4()),
             )
-            made.append(await conn.fetchval(queries.SESSION_FOR_OBJECT, BUCKET, name))
+            made.append(await conn.fetchval(local.SESSION_FOR_OBJECT, BUCKET, name))
         deadline = time.monotonic() + 120
         both_running = False
         while time.monotonic() < deadline:

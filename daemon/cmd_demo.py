@@ -20,7 +20,8 @@ SESSION_SUMMARIES = """
            u.display_name as patient,
            p.name as channel, p.unit, p.usable, p.warnings, p.contractions_total,
            p.contractions_good, p.mvc_value, p.mpf_hz, p.mdf_hz, p.compliance_rate,
-           p.contractions_mvc_compliant, p.mvc_method, s.report_path, s.processed_at
+           p.contractions_mvc_compliant, p.mvc_method, s.report_path, s.processed_at,
+           s.bucket_id
     from public.sessions s
     left join public.users u on u.id = s.patient_id
     left join public.session_parameters p on p.session_id = s.id
@@ -189,10 +190,9 @@ async def _therapist_sets_mvc(conn, therapist: str, patient: str) -> str:
 
 
 def _pictures(rows, settings) -> str:
-    paths = sorted({r["report_path"] for r in rows if r["report_path"]})
-    root = settings.local_storage_dir / settings.bucket
+    paths = sorted({(r["bucket_id"], r["report_path"]) for r in rows if r["report_path"]})
     lines = [f"report pictures ({len(paths)}), stored beside the recordings:"]
-    lines += [f"    {root / p}" for p in paths]
+    lines += [f"    {settings.local_storage_dir / bucket / p}" for bucket, p in paths]
     return "\n".join(lines)
 
 

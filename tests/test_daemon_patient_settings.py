@@ -10,7 +10,7 @@ import json
 import asyncpg
 import pytest
 
-from daemon.cmd_upload import upload
+from daemon.local import upload
 from emg_core.synthetic import ghostly_recording
 from tests import dbutil
 from tests.daemon_harness import daemon_settings, make_patient, running_daemon, wait_sessions

@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from daemon import logs
-from daemon.cmd_upload import upload
+from daemon.local import upload
 from emg_core.synthetic import c3d_bytes, ghostly_signals
 from tests import dbutil
 from tests.daemon_harness import daemon_settings, make_patient, running_daemon, wait_sessions

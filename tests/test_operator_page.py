@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon.cmd_upload import upload
+from daemon.local import upload
 from daemon.operator_page import OBJECT, redact
 from emg_core.synthetic import ghostly_recording
 from tests import dbutil

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from daemon.cmd_upload import upload
+from daemon.local import upload
 from emg_core.synthetic import ghostly_recording
 from tests import dbutil
 from tests.daemon_harness import (
@@ -27,9 +27,7 @@ from tests.storage_server import start_storage_server
 async def _pending_job(conn, *, max_attempts: int = 5) -> uuid.UUID:
     patient = await dbutil.make_user(conn, "patient")
     sid = await dbutil.make_session(conn, patient)
-    await conn.execute(
-        "update emgd.jobs set max_attempts = $2 where session_id = $1", sid, max_attempts
-    )
+    await conn.execute("update emgd.config set max_attempts = $1", max_attempts)
     return sid
 
 
@@ -153,13 +151,13 @@ async def test_the_backoff_grows_with_each_attempt(db_url, tmp_path):
         storage_backend="supabase",
         supabase_url=server.url,
         supabase_service_role_key="k",
-        max_attempts=10,
         storage_timeout=2.0,
     )
     patient = await make_patient(db_url)
     conn = await dbutil.connect(db_url)
     delays: dict[int, float] = {}
     try:
+        await conn.execute("update emgd.config set max_attempts = 10")
         async with running_daemon(settings, db_url) as d:
             server.fail_next(10_000)  # every request from now on: 503
             sid = await dbutil.make_session(conn, patient)

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon.cmd_upload import upload
+from daemon.local import upload
 from daemon.report import picture_size, report_object_name
 from emg_core.synthetic import ghostly_recording
 from tests import dbutil
