@@ -13,11 +13,12 @@ pool the daemon uses. ``OwnerLock`` is the one query that needs a connection of 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
@@ -60,6 +61,23 @@ FINISH_JOB = (
     "select emgd.finish_job("
     "p_job_id => $1::bigint, p_token => $2::uuid, p_state => $3::text, p_reason => $4::text,"
     " p_retry_in => make_interval(secs => $5::float8), p_crashed => $6::boolean)"
+)
+# The same calls for many jobs at once (see Batcher): one round trip and one commit per batch.
+SET_STAGES = (
+    "select n, ok, err_code, err_message from emgd.set_stages("
+    "p_job_ids => $1::bigint[], p_tokens => $2::uuid[], p_stages => $3::text[],"
+    " p_progress => $4::real[])"
+)
+REUSE_OR_STAGE_MANY = (
+    "select n, verdict as ok, err_code, err_message from emgd.reuse_or_stage_many("
+    "p_job_ids => $1::bigint[], p_tokens => $2::uuid[], p_sha256 => $3::text[],"
+    " p_sizes => $4::bigint[], p_processing => $5::jsonb[], p_analysis_version => $6::text,"
+    " p_stage => $7::text, p_progress => $8::real)"
+)
+COMPLETE_JOBS = (
+    "select n, ok, err_code, err_message from emgd.complete_jobs("
+    "p_job_ids => $1::bigint[], p_tokens => $2::uuid[], p_results => $3::jsonb[],"
+    " p_sha256 => $4::text[], p_sizes => $5::bigint[])"
 )
 RELEASE_JOB = "select emgd.release_job(p_job_id => $1::bigint, p_token => $2::uuid)"
 # the report picture: when the session's results were committed, and (for results copied
@@ -233,14 +251,106 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     unlock) would add a round trip to every query, doubling the queue's per-job traffic."""
 
 
+# -- batches ---------------------------------------------------------------------------------------
+
+# Elements per batch: enough to share one commit among every job a busy daemon has in flight,
+# few enough that one statement stays short.
+MAX_BATCH = 64
+# Statements of one kind on their way at once: while one commits (waiting for the WAL flush),
+# the next is already being executed on another connection, by another server process.
+PARALLEL_BATCHES = 2
+
+
+class Batcher:
+    """Many jobs' calls of one kind as one statement (a ``*_many`` SQL function).
+
+    A call goes at the event loop's next turn, with every call made before it (a lone job waits
+    no longer than a direct call). With ``parallel`` statements on their way, calls made
+    meanwhile wait for one to return and then go together in the next (group commit: a busy
+    daemon sends one statement and one commit for many jobs). Each caller gets its own
+    element's answer, or its own element's error (an ``asyncpg.PostgresError`` with the element's
+    SQLSTATE, classified like any other); an error of the whole statement (the connection
+    dropped) goes to every caller in the batch.
+    """
+
+    def __init__(
+        self,
+        db: Executor,
+        sql: str,
+        arguments: Callable[[Sequence[tuple[Any, ...]]], Sequence[Any]],
+        *,
+        max_batch: int = MAX_BATCH,
+        parallel: int = PARALLEL_BATCHES,
+    ) -> None:
+        self._db = db
+        self._sql = sql
+        self._arguments = arguments
+        self._max = max_batch
+        self._parallel = parallel
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._senders: set[asyncio.Task[None]] = set()
+
+    async def call(self, *element: Any) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((element, fut))
+        if len(self._senders) < self._parallel:
+            sender = asyncio.create_task(self._send())
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+        return await fut
+
+    async def _send(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+            batch = [(e, f) for e, f in batch if not f.done()]  # callers cancelled meanwhile
+            if not batch:
+                continue
+            try:
+                rows = await self._db.fetch(self._sql, *self._arguments([e for e, _ in batch]))
+            except asyncio.CancelledError:
+                for _, fut in batch:
+                    fut.cancel()
+                raise
+            except BaseException as exc:  # the statement failed: every element did
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for row in rows:
+                fut = batch[row["n"] - 1][1]
+                if fut.done():
+                    continue
+                if row["err_code"] is not None:
+                    fut.set_exception(
+                        asyncpg.PostgresError.new(
+                            {"C": row["err_code"], "M": row["err_message"], "S": "ERROR"}
+                        )
+                    )
+                else:
+                    fut.set_result(row["ok"])
+
+
+def _columns(elements: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*elements, strict=True)]
+
+
 # -- the queue -------------------------------------------------------------------------------------
 
 
 class JobQueue:
-    """Typed calls to the job functions over ``db`` (a pool or a connection)."""
+    """Typed calls to the job functions over ``db`` (a pool or a connection).
 
-    def __init__(self, db: Executor) -> None:
+    With ``batch`` (the daemon's pool), stage updates, reuse checks and results of jobs running
+    at the same time share statements and commits (``Batcher``); each call still answers for
+    its own job only. Without it (one connection, a CLI verb, a test) every call is its own.
+    """
+
+    def __init__(self, db: Executor, *, batch: bool = False) -> None:
         self.db = db
+        self._batch = batch
+        self._stages = Batcher(db, SET_STAGES, _columns)
+        self._completes = Batcher(db, COMPLETE_JOBS, _columns)
+        self._reuse: dict[tuple[str, Stage], Batcher] = {}  # one per version and next stage
 
     @classmethod
     async def connect(cls, dsn: str, *, max_size: int) -> JobQueue:
@@ -249,7 +359,7 @@ class JobQueue:
         pool = await asyncpg.create_pool(
             dsn, min_size=0, max_size=max_size, command_timeout=60, reset=_keep_session
         )
-        return cls(pool)
+        return cls(pool, batch=True)
 
     async def close(self) -> None:
         await self.db.close()  # type: ignore[attr-defined]
@@ -283,7 +393,12 @@ class JobQueue:
     # one job (every call below is lease-checked in SQL: False means the lease is not ours)
 
     async def set_stage(self, job: ClaimedJob, stage: Stage) -> bool:
-        ok = await self.db.fetchval(SET_STAGE, job.job_id, job.lease_token, stage, stage.progress)
+        if self._batch:
+            ok = await self._stages.call(job.job_id, job.lease_token, str(stage), stage.progress)
+        else:
+            ok = await self.db.fetchval(
+                SET_STAGE, job.job_id, job.lease_token, stage, stage.progress
+            )
         return bool(ok)
 
     async def report_source(
@@ -323,24 +438,40 @@ class JobQueue:
     ) -> Reuse:
         """Copy the results of identical content analysed with the same version and options, or
         else record ``next_stage``: one round trip either way."""
-        verdict = await self.db.fetchval(
-            REUSE_OR_STAGE,
-            job.job_id,
-            job.lease_token,
-            sha256,
-            size,
-            analysis_version,
-            json.dumps(options),
-            next_stage,
-            next_stage.progress,
-        )
+        processing = json.dumps(options)
+        if self._batch:
+            key = (analysis_version, next_stage)
+            batcher = self._reuse.get(key)
+            if batcher is None:
+
+                def arguments(elements: Sequence[tuple[Any, ...]]) -> list[Any]:
+                    return [*_columns(elements), key[0], str(key[1]), key[1].progress]
+
+                batcher = self._reuse[key] = Batcher(self.db, REUSE_OR_STAGE_MANY, arguments)
+            verdict = await batcher.call(job.job_id, job.lease_token, sha256, size, processing)
+        else:
+            verdict = await self.db.fetchval(
+                REUSE_OR_STAGE,
+                job.job_id,
+                job.lease_token,
+                sha256,
+                size,
+                analysis_version,
+                processing,
+                next_stage,
+                next_stage.progress,
+            )
         return Reuse(verdict)
 
     async def complete(self, job: ClaimedJob, *, result_json: str, sha256: str, size: int) -> bool:
-        """Store the results and end the job succeeded, in one transaction."""
-        ok = await self.db.fetchval(
-            COMPLETE_JOB, job.job_id, job.lease_token, result_json, sha256, size
-        )
+        """Store the results and end the job succeeded, in one transaction (batched: with other
+        jobs' results, each in a subtransaction of its own, under one durable commit)."""
+        if self._batch:
+            ok = await self._completes.call(job.job_id, job.lease_token, result_json, sha256, size)
+        else:
+            ok = await self.db.fetchval(
+                COMPLETE_JOB, job.job_id, job.lease_token, result_json, sha256, size
+            )
         return bool(ok)
 
     async def fail(self, job: ClaimedJob, reason: str, *, crashed: bool = False) -> bool:

@@ -1,0 +1,175 @@
+"""Jobs running at the same time share statements and commits, and still answer for themselves.
+
+The daemon's queue (``JobQueue(pool, batch=True)``) sends the stage updates, reuse checks and
+results of concurrent jobs as one statement each; a refused result, a lost lease or a reused
+result is that job's outcome alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+
+import asyncpg
+import pytest
+
+from daemon.queue import ClaimedJob, JobQueue, Reuse, Stage
+from emg_core import ANALYSIS_VERSION, analyze
+from emg_core.synthetic import ghostly_recording
+from tests import dbutil
+
+
+class CountingPool:
+    """The real pool; it only counts the statements sent through it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.sent: list[str] = []
+
+    async def fetch(self, sql: str, *args: object) -> list:
+        self.sent.append(sql)
+        return await self.pool.fetch(sql, *args)
+
+    async def fetchval(self, sql: str, *args: object) -> object:
+        self.sent.append(sql)
+        return await self.pool.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: object) -> str:
+        self.sent.append(sql)
+        return await self.pool.execute(sql, *args)
+
+
+@pytest.fixture(scope="module")
+def result() -> tuple[bytes, dict]:
+    data, _ = ghostly_recording(seed=5, duration_s=8.0)
+    out = analyze(data, name="r.c3d").to_dict()
+    out["processing"]["options"] = {}
+    return data, out
+
+
+@pytest.fixture
+async def counted(db_url):
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+    try:
+        yield CountingPool(pool)
+    finally:
+        await pool.close()
+
+
+async def claim_many(db, queue: JobQueue, n: int) -> list[ClaimedJob]:
+    patient = await dbutil.make_user(db, "patient")
+    for i in range(n):
+        await dbutil.upload_object(db, dbutil.BUCKET, f"{patient}/{i}.c3d", user_id=patient)
+    jobs = await queue.claim(owner=uuid.uuid4(), limit=n, lease_s=30)
+    assert len(jobs) == n
+    return jobs
+
+
+async def states(db, jobs: list[ClaimedJob]) -> list[str]:
+    rows = await db.fetch(
+        "select id, state from emgd.jobs where id = any($1::bigint[])", [j.job_id for j in jobs]
+    )
+    by_id = {r["id"]: r["state"] for r in rows}
+    return [by_id[j.job_id] for j in jobs]
+
+
+async def test_results_share_a_commit_and_each_job_keeps_its_own_outcome(db, counted, result):
+    data, good = result
+    queue = JobQueue(counted, batch=True)
+    jobs = await claim_many(db, queue, 8)
+    bad = json.loads(json.dumps(good))
+    bad["channels"][0]["compliance_rate"] = 2.0  # the validation trigger refuses a rate > 1
+    stale = jobs[2]
+    await db.execute("update emgd.jobs set state = 'pending' where id = $1", stale.job_id)
+    sha = hashlib.sha256(data).hexdigest()
+
+    def complete(job: ClaimedJob):
+        body = bad if job is jobs[5] else good
+        return queue.complete(job, result_json=json.dumps(body), sha256=sha, size=len(data))
+
+    sent_before = len(counted.sent)
+    outcomes = await asyncio.gather(*(complete(j) for j in jobs), return_exceptions=True)
+
+    assert isinstance(outcomes[5], asyncpg.CheckViolationError), outcomes[5]
+    assert "compliance_rate" in str(outcomes[5])
+    assert outcomes[2] is False  # the lease was lost: nothing written
+    assert [o for i, o in enumerate(outcomes) if i not in (2, 5)] == [True] * 6
+    assert await states(db, jobs) == [
+        "succeeded",
+        "succeeded",
+        "pending",
+        "succeeded",
+        "succeeded",
+        "running",  # refused results leave the job running, for the daemon to fail it
+        "succeeded",
+        "succeeded",
+    ]
+    stored = await db.fetchval(
+        "select count(*) from public.session_parameters where session_id = $1",
+        uuid.UUID(jobs[5].session_id),
+    )
+    assert stored == 0
+    # calls made in the same turn of the event loop go as one statement
+    assert len(counted.sent) - sent_before == 1
+
+
+async def test_reuse_checks_and_stages_batch_and_answer_per_job(db, counted, result):
+    data, good = result
+    queue = JobQueue(counted, batch=True)
+    sha = hashlib.sha256(data).hexdigest()
+    first = await claim_many(db, queue, 1)
+    assert await queue.complete(first[0], result_json=json.dumps(good), sha256=sha, size=len(data))
+
+    jobs = await claim_many(db, queue, 6)
+    lost = jobs[3]
+    await db.execute("update emgd.jobs set state = 'pending' where id = $1", lost.job_id)
+
+    def check(job: ClaimedJob):
+        same = job is jobs[0] or job is jobs[4]  # the content already analysed
+        return queue.reuse_or_stage(
+            job,
+            sha256=sha if same else hashlib.sha256(job.object_name.encode()).hexdigest(),
+            size=len(data) if same else 10,
+            analysis_version=ANALYSIS_VERSION,
+            options={},
+            next_stage=Stage.ANALYSING,
+        )
+
+    verdicts = await asyncio.gather(*(check(j) for j in jobs))
+    assert verdicts == [
+        Reuse.REUSED,
+        Reuse.STAGED,
+        Reuse.STAGED,
+        Reuse.LEASE_LOST,
+        Reuse.REUSED,
+        Reuse.STAGED,
+    ]
+    assert await states(db, jobs) == [
+        "succeeded",
+        "running",
+        "running",
+        "pending",
+        "succeeded",
+        "running",
+    ]
+    staged = [jobs[1], jobs[2], jobs[5]]
+    oks = await asyncio.gather(*(queue.set_stage(j, Stage.SAVING) for j in [*staged, lost]))
+    assert oks == [True, True, True, False]
+    rows = await db.fetch(
+        "select s.stage, s.progress from public.sessions s where s.id = any($1::uuid[])",
+        [uuid.UUID(j.session_id) for j in staged],
+    )
+    assert {(r["stage"], round(r["progress"], 2)) for r in rows} == {("saving", 0.9)}
+
+
+async def test_a_statement_that_fails_fails_every_job_in_it(db_url, db):
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
+    queue = JobQueue(pool, batch=True)
+    jobs = await claim_many(db, queue, 3)
+    await pool.close()  # every statement now fails the way a dropped connection does
+    outcomes = await asyncio.gather(
+        *(queue.set_stage(j, Stage.SAVING) for j in jobs), return_exceptions=True
+    )
+    assert all(isinstance(o, asyncpg.InterfaceError) for o in outcomes), outcomes
