@@ -880,7 +880,7 @@ async def run(args) -> int:
             f"{load['p99_s'] * 1000:.0f} ms"
         )
     report["pass"] = checks
-    verdict = "PASS" if all(checks.values()) else "MISS"
+    verdict = ("PASS" if all(checks.values()) else "MISS") if checks else "MEASURED"
     emit(report, f"{verdict}: " + "; ".join(parts) + f" [{report['database']}]")
     return 0
 
