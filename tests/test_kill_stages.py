@@ -180,15 +180,15 @@ def _get_started(server, name: str) -> bool:
 async def _record(db, patient: uuid.UUID, name: str, data: bytes) -> str:
     import json
 
-    from daemon import queries
+    from daemon import local
     from daemon.storage import object_metadata
 
     await db.execute(
-        queries.INSERT_STORAGE_OBJECT,
+        local.INSERT_STORAGE_OBJECT,
         "c3d-examples",
         name,
         patient,
         json.dumps(object_metadata(data, "application/octet-stream")),
         str(uuid.uuid4()),
     )
-    return str(await db.fetchval(queries.SESSION_FOR_OBJECT, "c3d-examples", name))
+    return str(await db.fetchval(local.SESSION_FOR_OBJECT, "c3d-examples", name))
