@@ -15,7 +15,7 @@ import uuid
 import asyncpg
 import pytest
 
-from daemon.queue import ClaimedJob, JobQueue, Reuse, Stage
+from daemon.queue import REUSE_OR_STAGE_MANY, ClaimedJob, JobQueue, Reuse, Stage
 from emg_core import ANALYSIS_VERSION, analyze
 from emg_core.synthetic import ghostly_recording
 from tests import dbutil
@@ -173,3 +173,35 @@ async def test_a_statement_that_fails_fails_every_job_in_it(db_url, db):
         *(queue.set_stage(j, Stage.SAVING) for j in jobs), return_exceptions=True
     )
     assert all(isinstance(o, asyncpg.InterfaceError) for o in outcomes), outcomes
+
+
+async def test_a_batch_that_reused_results_commits_durably(db, result):
+    """Elements that only record a stage commit without waiting for the WAL flush; once one
+    element completed its job by reuse, the whole batch's commit must wait for it."""
+    data, good = result
+    queue = JobQueue(db)
+    sha = hashlib.sha256(data).hexdigest()
+    (first,) = await claim_many(db, queue, 1)
+    assert await queue.complete(first, result_json=json.dumps(good), sha256=sha, size=len(data))
+    jobs = await claim_many(db, queue, 2)
+
+    async def batch(shas: list[str]) -> tuple[list[str], str]:
+        async with db.transaction():
+            rows = await db.fetch(
+                REUSE_OR_STAGE_MANY,
+                [j.job_id for j in jobs],
+                [j.lease_token for j in jobs],
+                shas,
+                [len(data), len(data)],
+                [json.dumps({}), json.dumps({})],
+                ANALYSIS_VERSION,
+                "analysing",
+                0.4,
+            )
+            setting = await db.fetchval("show synchronous_commit")
+            return [r["ok"] for r in rows], setting
+
+    staged_only = await batch(["0" * 64, "1" * 64])
+    assert staged_only == (["staged", "staged"], "off")
+    one_reused = await batch(["0" * 64, sha])
+    assert one_reused == (["staged", "reused"], "on")
