@@ -93,6 +93,10 @@ SET_REPORT_PATH = (
 )
 # the patient's targets and MVC (settings, reference session) as AnalysisOptions fields
 ANALYSIS_OPTIONS = "select emgd.analysis_options(p_session_id => $1::uuid)"
+ANALYSIS_OPTIONS_MANY = (
+    "select n, ok, err_code, err_message"
+    " from emgd.analysis_options_many(p_session_ids => $1::uuid[])"
+)
 RESCUE_EXPIRED = "select emgd.rescue_expired()"
 CATCH_UP = "select emgd.catch_up()"
 # on the daemon's own connection: a lock the database frees when the process dies
@@ -350,6 +354,7 @@ class JobQueue:
         self._batch = batch
         self._stages = Batcher(db, SET_STAGES, _columns)
         self._completes = Batcher(db, COMPLETE_JOBS, _columns)
+        self._options = Batcher(db, ANALYSIS_OPTIONS_MANY, _columns)
         self._reuse: dict[tuple[str, Stage], Batcher] = {}  # one per version and next stage
 
     @classmethod
@@ -421,7 +426,10 @@ class JobQueue:
 
     async def analysis_options(self, job: ClaimedJob) -> dict[str, Any]:
         """What the patient's therapist set for this session's analysis ({} for none)."""
-        raw = await self.db.fetchval(ANALYSIS_OPTIONS, job.session_id)
+        if self._batch:
+            raw = await self._options.call(job.session_id)
+        else:
+            raw = await self.db.fetchval(ANALYSIS_OPTIONS, job.session_id)
         if raw is None:
             return {}
         return json.loads(raw) if isinstance(raw, str) else dict(raw)
