@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # asyncpg, emg_core and the daemon load inside main(): `emgd --help` stays fast
+    from daemon.settings import Settings
+    from emg_core.synthetic import GroundTruth
 
 # The demo's results table: the sessions with their channels, plus what a channel's line needs to
 # show amplitudes in µV and an unusable channel's warnings.
@@ -63,7 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after this long")
 
 
-async def _seed_users(conn) -> tuple[str, list[tuple[str, str]]]:
+async def _seed_users(conn: Any) -> tuple[str, list[tuple[str, str]]]:
     from daemon.local import assign, create_user
 
     async def user(role: str, name: str) -> str:
@@ -76,7 +81,7 @@ async def _seed_users(conn) -> tuple[str, list[tuple[str, str]]]:
     return therapist, patients
 
 
-async def demo(settings, dsn: str, args: argparse.Namespace) -> int:
+async def demo(settings: Settings, dsn: str, args: argparse.Namespace) -> int:
     import asyncio
     import uuid
 
@@ -92,7 +97,7 @@ async def demo(settings, dsn: str, args: argparse.Namespace) -> int:
     finally:
         await conn.close()
 
-    truths: dict[str, int] = {}
+    truths: dict[str, GroundTruth] = {}
     sessions: list[uuid.UUID] = []
     for i in range(args.sessions):
         patient, _ = patients[i % len(patients)]
@@ -103,12 +108,12 @@ async def demo(settings, dsn: str, args: argparse.Namespace) -> int:
         truths[session] = truth
     print(f"uploaded {len(sessions)} synthetic GHOSTLY sessions; processing...", flush=True)
 
-    started: list = []
+    started: list[Any] = []
     daemon_task = asyncio.create_task(serve(settings, dsn, on_started=started.append))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.timeout
 
-    async def wait_done(conn, renewed: dict[str, object] | None = None) -> bool:
+    async def wait_done(conn: Any, renewed: dict[str, object] | None = None) -> bool:
         """Every session completed with its picture, or failed; the sessions in ``renewed``
         with results newer than the ones listed there. False when the daemon stopped or time
         ran out."""
@@ -168,11 +173,11 @@ async def demo(settings, dsn: str, args: argparse.Namespace) -> int:
 _THERAPIST = "Therapist Tess"
 
 
-def _sessions_of(rows, patient_name: str) -> set[str]:
+def _sessions_of(rows: list[Any], patient_name: str) -> set[str]:
     return {str(r["id"]) for r in rows if r["patient"] == patient_name}
 
 
-async def _therapist_sets_mvc(conn, therapist: str, patient: str) -> str:
+async def _therapist_sets_mvc(conn: Any, therapist: str, patient: str) -> str:
     """As the therapist (her JWT, under RLS): each channel's MVC at 60 % of the lowest her
     patient's sessions estimated for themselves, as after a weaker assessment day."""
     from daemon.cmd_analyze import amplitude_text, display_unit
@@ -189,21 +194,21 @@ async def _therapist_sets_mvc(conn, therapist: str, patient: str) -> str:
     return ", ".join(said)
 
 
-def _pictures(rows, settings) -> str:
+def _pictures(rows: list[Any], settings: Settings) -> str:
     paths = sorted({(r["bucket_id"], r["report_path"]) for r in rows if r["report_path"]})
     lines = [f"report pictures ({len(paths)}), stored beside the recordings:"]
     lines += [f"    {settings.local_storage_dir / bucket / p}" for bucket, p in paths]
     return "\n".join(lines)
 
 
-def render(rows, truths) -> str:
+def render(rows: list[Any], truths: dict[str, GroundTruth]) -> str:
     """One line per session and channel, then each channel's warnings.
 
     Amplitudes are in µV for channels in V or mV; an unusable channel has no counts ('-').
     """
     from daemon.cmd_analyze import amplitude_text, display_unit
 
-    def num(value, spec: str) -> str:
+    def num(value: float | None, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
     header = (
@@ -244,7 +249,7 @@ _METHOD = {
 }
 
 
-def _truth_count(truth, channel: str) -> int | None:
+def _truth_count(truth: GroundTruth, channel: str) -> int | None:
     bursts = getattr(truth, "bursts", None)
     if bursts is None:
         return None

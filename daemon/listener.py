@@ -23,6 +23,7 @@ blip after a long healthy stretch is retried at once. ``retry_now()`` cuts a bac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -45,6 +46,10 @@ RECONNECTABLE = DATABASE_ERRORS
 
 class ListenerBroken(Exception):
     """The listen connection is gone or does not deliver notifications."""
+
+
+# what ends a listen session and is answered by reconnecting after the backoff
+_SESSION_LOST: tuple[type[BaseException], ...] = (*RECONNECTABLE, ListenerBroken)
 
 
 class Listener:
@@ -95,17 +100,15 @@ class Listener:
         if self._failures == 0:
             return 0.0
         delay = min(self._backoff_max, self._backoff_initial * 2 ** (self._failures - 1))
-        return delay * (0.5 + random.random() / 2)
+        return float(delay * (0.5 + random.random() / 2))
 
     async def run(self) -> None:
         """Listen forever; only cancellation ends it (or a bug, which should stop the daemon)."""
         if not self._enabled:
             await self._poll_only()
         while True:
-            try:
+            with contextlib.suppress(*_SESSION_LOST):  # logged by the session; reconnect
                 await self._session()
-            except (*RECONNECTABLE, ListenerBroken):
-                pass  # logged by the session; reconnect after the backoff
             await self._wait(self.next_delay())
 
     async def _wait(self, seconds: float) -> None:
@@ -124,7 +127,12 @@ class Listener:
         try:
             self._failures += 1  # until this connection is verified
             conn = await asyncpg.connect(self._dsn, timeout=10)
-            conn.add_termination_listener(lambda _c: lost.done() or lost.set_result(None))
+
+            def on_lost(_conn: object) -> None:
+                if not lost.done():
+                    lost.set_result(None)
+
+            conn.add_termination_listener(on_lost)
             await conn.add_listener(LISTEN_CHANNEL, self._notified)
             await conn.add_listener(PROBE_CHANNEL, self._probed)
             self._connects += 1
@@ -145,7 +153,7 @@ class Listener:
                     raise ListenerBroken("listen connection closed")
                 if not await self._probe():
                     raise ListenerBroken("listen connection stopped delivering notifications")
-        except (*RECONNECTABLE, ListenerBroken) as exc:
+        except _SESSION_LOST as exc:
             self._poll_mode(str(exc) or type(exc).__name__)
             log.warning("listener_lost", error=self.reason, failed_attempts=self._failures)
             # Work must go on while the listener is away: the catch-up finds objects uploaded
