@@ -184,9 +184,14 @@ class Daemon:
             workers=None if self._pool_stats is None else self._pool_stats(),
         )
 
+    @property
+    def queue(self) -> JobQueue:
+        """The job queue: the one given, or the one ``run`` makes before anything uses it."""
+        assert self._queue is not None, "the queue is made at the start of run()"
+        return self._queue
+
     async def operator_page(self) -> str:
-        assert self._queue is not None, "the health server starts after the queue"
-        return await page(self._queue, await self.activity())
+        return await page(self.queue, await self.activity())
 
     # -- main ---------------------------------------------------------------------------------
 
@@ -271,12 +276,14 @@ class Daemon:
             raise RuntimeError(f"side task {name} ended unexpectedly")
 
     async def _serve_health(self) -> None:
-        port = await self._health.start()
+        health = self._health
+        assert health is not None, "run() serves health only when it made the server"
+        port = await health.start()
         log.info("health_listening", port=port)
         try:
             await asyncio.Event().wait()
         finally:
-            await self._health.stop()
+            await health.stop()
 
     # -- claiming -----------------------------------------------------------------------------
 
@@ -297,7 +304,7 @@ class Daemon:
                     await self._hold_owner_lock()  # never hold a job the others think orphaned
                 rows = await self._claim(free) if free > 0 else []
                 if free == 0 and self._db_down_since is not None:
-                    await self._queue.ping()  # no claim to tell us it is back
+                    await self.queue.ping()  # no claim to tell us it is back
                     self._db_ok()
             except Exception as exc:
                 if not _transient(exc):
@@ -328,7 +335,7 @@ class Daemon:
             return self._storage_problem is None
         try:
             await asyncio.wait_for(
-                self._storage.check_credentials(await self._queue.c3d_bucket()),
+                self._storage.check_credentials(await self.queue.c3d_bucket()),
                 self.settings.storage_timeout,
             )
         except StorageNotConfigured as exc:
@@ -381,10 +388,10 @@ class Daemon:
 
     async def _claim(self, free: int) -> list[ClaimedJob]:
         claim = asyncio.ensure_future(
-            self._queue.claim(owner=self.owner, limit=free, lease_s=self.settings.lease_seconds)
+            self.queue.claim(owner=self.owner, limit=free, lease_s=self.settings.lease_seconds)
         )
         try:
-            rows = await asyncio.shield(claim)
+            rows: list[ClaimedJob] = await asyncio.shield(claim)
         except asyncio.CancelledError:
             await self._hand_back(claim)
             raise
@@ -403,7 +410,7 @@ class Daemon:
             return  # the claim failed or was abandoned: it took nothing we know of
         for job in jobs:
             with contextlib.suppress(*DB_ERRORS):
-                await self._queue.release(job)
+                await self.queue.release(job)
 
     async def _idle_wait(self, free: int, claimed: int) -> float:
         """How long to sleep: the poll interval, or less when a retry comes due before it."""
@@ -414,7 +421,7 @@ class Daemon:
         if free == 0 or claimed > 0:
             return poll  # woken by a finished job or a notification anyway
         try:
-            due_in = await self._queue.next_due_in()
+            due_in = await self.queue.next_due_in()
         except Exception as exc:
             if not _transient(exc):
                 raise
@@ -432,7 +439,12 @@ class Daemon:
         task = asyncio.create_task(runner.run(job), name=f"job-{job.job_id}")
         self._in_flight[job.lease_token] = (task, job)
         self._metrics.jobs_in_progress.set(len(self._in_flight))
-        task.add_done_callback(lambda _t, token=job.lease_token: self._job_done(token))
+        token = job.lease_token
+
+        def done(_task: asyncio.Task[str]) -> None:
+            self._job_done(token)
+
+        task.add_done_callback(done)
 
     def _job_done(self, lease_token: str) -> None:
         self._in_flight.pop(lease_token, None)
@@ -455,7 +467,7 @@ class Daemon:
     async def _catch_up(self) -> None:
         self._catch_up_due = False  # a request made while this one runs asks for another run
         try:
-            created = await self._queue.catch_up()
+            created = await self.queue.catch_up()
         except BaseException:
             self._catch_up_due = True
             raise
@@ -464,7 +476,7 @@ class Daemon:
             log.info("catch_up_found_objects", sessions_created=created)
 
     async def _send_probe(self, channel: str, payload: str) -> None:
-        await self._queue.notify(channel, payload)
+        await self.queue.notify(channel, payload)
 
     def _db_ok(self) -> None:
         now = time.monotonic()
@@ -491,16 +503,19 @@ class Daemon:
         """Hold the owner lock, extend our leases, rescue dead daemons' jobs (about once a
         second: a daemon that died is noticed by its lock, not by its lease), refresh metrics."""
         s = self.settings
+        # load_settings fills it in (lease_seconds / 3) when the environment leaves it out
+        assert s.heartbeat_interval is not None
+        beat = s.heartbeat_interval
         next_beat = 0.0
         while True:
             try:
                 if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + s.heartbeat_interval
+                    next_beat = time.monotonic() + beat
                     await self._heartbeat()
-                    for depth in await self._queue.queue_depth():
+                    for depth in await self.queue.queue_depth():
                         self._metrics.queue_depth.labels(state=depth.state).set(depth.jobs)
                 await self._hold_owner_lock()  # again at once if its connection was lost
-                rescued = await self._queue.rescue_expired()
+                rescued = await self.queue.rescue_expired()
                 if rescued:
                     log.warning("expired_leases_rescued", jobs=rescued)
                     self._wake.set()
@@ -510,7 +525,7 @@ class Daemon:
                     raise  # e.g. a function a bad migration dropped: stop the daemon (exit 1)
                 if self._db_failed(exc):
                     log.warning("lease_keeper_db_error", error=repr(exc))
-            await asyncio.sleep(min(s.heartbeat_interval, RESCUE_INTERVAL_S))
+            await asyncio.sleep(min(beat, RESCUE_INTERVAL_S))
 
     async def _hold_owner_lock(self) -> None:
         """Keep holding the owner lock (``queue.OwnerLock``): a dead daemon's jobs are rescued
@@ -525,7 +540,7 @@ class Daemon:
         sent = dict(self._in_flight)
         if not sent:
             return
-        held = await self._queue.heartbeat(
+        held = await self.queue.heartbeat(
             owner=self.owner,
             job_ids={job.job_id for _, job in sent.values()},
             lease_s=self.settings.lease_seconds,
@@ -576,6 +591,6 @@ class Daemon:
         await asyncio.wait([t for t, _ in entries], timeout=5)
         for _, job in entries:
             try:
-                await self._queue.release(job)
+                await self.queue.release(job)
             except DB_ERRORS as exc:
                 log.warning("release_failed", job_id=job.job_id, error=repr(exc))
