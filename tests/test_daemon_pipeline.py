@@ -429,6 +429,13 @@ async def test_a_key_rejected_mid_run_hands_the_job_back_instead_of_failing_it(d
     try:
         with capture_logs() as logs:
             async with running_daemon(settings, db_url) as d:
+                # the key is rotated after the daemon's first credential check passed (a bucket
+                # request), so it meets the new key on a job's download, not at start
+                deadline = time.monotonic() + 30
+                while ("GET", BUCKET, "") not in server.requests:
+                    d.check_alive()
+                    assert time.monotonic() < deadline, "the credentials were never checked"
+                    await asyncio.sleep(0.05)
                 server.key = "a-new-key-the-daemon-lacks"  # the project's key was rotated
                 await dbutil.upload_object(conn, BUCKET, name, user_id=patient, data=data)
                 sid = await session_for(conn, name)
