@@ -154,6 +154,7 @@ async def test_supabase_storage_503_goes_back_to_pending_then_succeeds(db_url, t
             server.objects[(BUCKET, name)] = data
             # one more 503 than the backend retries in-process (3 tries per attempt): the first
             # attempt gives up and the job waits in pending with a run_after, the second succeeds
+            await first_credential_check(server, d)  # the 503s are for the job's reads
             server.fail_next(4)
             await dbutil.upload_object(conn, BUCKET, name, user_id=patient, data=data)
             sid = str(
@@ -201,6 +202,7 @@ async def test_supabase_storage_503_until_max_attempts_fails_with_the_reason(db_
             data, _ = ghostly_recording(seed=8, duration_s=10.0)
             name = f"{patient}/down.c3d"
             server.objects[(BUCKET, name)] = data
+            await first_credential_check(server, d)
             server.fail_next(1000)  # storage stays down
             await dbutil.upload_object(conn, BUCKET, name, user_id=patient, data=data)
             sid = await session_for(conn, name)
@@ -371,6 +373,16 @@ async def wait_readiness(port: int, d, want: int, timeout: float = 30.0) -> dict
         await asyncio.sleep(0.05)
 
 
+async def first_credential_check(server, d, timeout: float = 30.0) -> None:
+    """Wait until the daemon has asked Storage about its bucket: its first credential check
+    runs on the claim loop's first pass, which may come after ``running_daemon`` returns."""
+    deadline = time.monotonic() + timeout
+    while ("GET", BUCKET, "") not in server.requests:
+        d.check_alive()
+        assert time.monotonic() < deadline, "the credentials were never checked"
+        await asyncio.sleep(0.05)
+
+
 def storage_events(logs: list[dict]) -> list[dict]:
     return [e for e in logs if e["event"] in ("storage_not_configured", "storage_configured")]
 
@@ -429,13 +441,9 @@ async def test_a_key_rejected_mid_run_hands_the_job_back_instead_of_failing_it(d
     try:
         with capture_logs() as logs:
             async with running_daemon(settings, db_url) as d:
-                # the key is rotated after the daemon's first credential check passed (a bucket
-                # request), so it meets the new key on a job's download, not at start
-                deadline = time.monotonic() + 30
-                while ("GET", BUCKET, "") not in server.requests:
-                    d.check_alive()
-                    assert time.monotonic() < deadline, "the credentials were never checked"
-                    await asyncio.sleep(0.05)
+                # the key is rotated after the daemon's first credential check passed, so it
+                # meets the new key on a job's download, not at start
+                await first_credential_check(server, d)
                 server.key = "a-new-key-the-daemon-lacks"  # the project's key was rotated
                 await dbutil.upload_object(conn, BUCKET, name, user_id=patient, data=data)
                 sid = await session_for(conn, name)
@@ -487,6 +495,8 @@ async def test_a_single_bucket_not_found_the_check_contradicts_is_retried_like_a
     try:
         with capture_logs() as logs:
             async with running_daemon(settings, db_url) as d:
+                # the hiccup must meet the job's download, not the start-up credential check
+                await first_credential_check(server, d)
                 # as many as the backend's in-process retries: the first attempt gives up
                 server.fail_next(3, status=400, body=bucket_not_found)
                 await dbutil.upload_object(conn, BUCKET, name, user_id=patient, data=data)
