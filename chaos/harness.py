@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import statistics
 import time
@@ -165,15 +164,9 @@ class World:
                 tmp = path.with_suffix(".part")
                 tmp.write_bytes(data)
                 os.replace(tmp, path)
-                await conn.execute(
-                    local.INSERT_STORAGE_OBJECT,
-                    BUCKET,
-                    name,
-                    patient,
-                    json.dumps(object_metadata(data, "application/octet-stream")),
-                    str(uuid.uuid4()),
+                sid = await local.record_object(
+                    conn, BUCKET, name, patient, object_metadata(data, "application/octet-stream")
                 )
-                sid = await conn.fetchval(local.SESSION_FOR_OBJECT, BUCKET, name)
                 made.append(Upload(str(sid), k, name, time.monotonic()))
         finally:
             if own:

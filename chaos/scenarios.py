@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import os
 import signal
 import time
@@ -336,15 +335,9 @@ async def _upload_to(world: World, server) -> Upload:
     server.objects[(BUCKET, name)] = data
     conn = await asyncpg.connect(world.dsn)
     try:
-        await conn.execute(
-            local.INSERT_STORAGE_OBJECT,
-            BUCKET,
-            name,
-            patient,
-            json.dumps(object_metadata(data, "application/octet-stream")),
-            str(uuid.uuid4()),
+        sid = await local.record_object(
+            conn, BUCKET, name, patient, object_metadata(data, "application/octet-stream")
         )
-        sid = await conn.fetchval(local.SESSION_FOR_OBJECT, BUCKET, name)
     finally:
         await conn.close()
     up = Upload(str(sid), k, name, time.monotonic())
@@ -441,15 +434,8 @@ async def rss(world: World, size_mb: int = 300) -> dict[str, Any]:
                 chunk = os.urandom(1 << 20)
                 for _ in range(size_mb):
                     fh.write(chunk)
-            await conn.execute(
-                local.INSERT_STORAGE_OBJECT,
-                BUCKET,
-                name,
-                patient,
-                json.dumps({"size": path.stat().st_size, "mimetype": "application/octet-stream"}),
-                str(uuid.uuid4()),
-            )
-            made.append(await conn.fetchval(local.SESSION_FOR_OBJECT, BUCKET, name))
+            metadata = {"size": path.stat().st_size, "mimetype": "application/octet-stream"}
+            made.append(await local.record_object(conn, BUCKET, name, patient, metadata))
         deadline = time.monotonic() + 120
         both_running = False
         while time.monotonic() < deadline:

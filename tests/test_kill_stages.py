@@ -178,17 +178,8 @@ def _get_started(server, name: str) -> bool:
 
 
 async def _record(db, patient: uuid.UUID, name: str, data: bytes) -> str:
-    import json
-
     from daemon import local
     from daemon.storage import object_metadata
 
-    await db.execute(
-        local.INSERT_STORAGE_OBJECT,
-        "c3d-examples",
-        name,
-        patient,
-        json.dumps(object_metadata(data, "application/octet-stream")),
-        str(uuid.uuid4()),
-    )
-    return str(await db.fetchval(local.SESSION_FOR_OBJECT, "c3d-examples", name))
+    metadata = object_metadata(data, "application/octet-stream")
+    return str(await local.record_object(db, await local.bucket(db), name, patient, metadata))
