@@ -541,14 +541,14 @@ async def phase_throughput(
             name = await conn.fetchval("select current_database()")
             await conn.execute(f"alter database \"{name}\" set track_functions = 'all'")
         for r in range(rounds):
-            if profile_sql:
-                await conn.execute("select pg_stat_reset()")
             settings = settings_for(concurrency=concurrency)
             floor = await phase_floor(conn, dsn, settings, patient, jobs, f"{r}")
             up = Uploader(conn, settings, patient)
             names = [f"{patient}/tp-{concurrency}-{r}-{i}.c3d" for i in range(jobs)]
             ids = await queue_jobs(conn, up, patient, names)
             await checkpoint(conn)
+            if profile_sql:  # the daemon's calls only: not the floor's, nor the uploads'
+                await conn.execute("select pg_stat_reset()")
             wall = time.perf_counter()
             async with running_daemon(
                 settings, dsn, ready_timeout=120, analyser=NoopAnalyser(tiny)
