@@ -461,6 +461,54 @@ FLOOR_COMMIT = """
 """
 
 
+class BackendCpu:
+    """CPU seconds the server's backends spent for one client, read from /proc (a server on this
+    machine only; ``None`` elsewhere). Backends come and go (a pool grows, a daemon's
+    connections end with it), so each ``sample`` keeps the latest reading of every backend of
+    the database seen so far, and ``seconds`` sums what each spent since it was first seen (or
+    since it started, when it started after ``begin``)."""
+
+    TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, conn, exclude: set[int]) -> None:
+        self.conn, self.exclude = conn, exclude
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.available = True
+
+    @classmethod
+    def read(cls, pid: int) -> float | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / cls.TICK  # utime + stime
+
+    async def sample(self, *, begin: bool = False) -> None:
+        if not self.available:
+            return
+        pids = await self.conn.fetch(
+            "select pid from pg_stat_activity where datname = current_database()"
+            " and pid <> pg_backend_pid()"
+        )
+        for row in pids:
+            pid = row["pid"]
+            if pid in self.exclude:
+                continue
+            cpu = self.read(pid)
+            if cpu is None:
+                if begin:
+                    self.available = False  # the server is elsewhere (or /proc is closed)
+                continue
+            self.first.setdefault(pid, cpu if begin else 0.0)
+            self.last[pid] = cpu
+
+    def seconds(self) -> float | None:
+        if not self.available or not self.last:
+            return None
+        return sum(self.last[p] - self.first[p] for p in self.last)
+
+
 async def floor_loop(dsn: str) -> int:
     """Run the minimal loop until the queue is empty; returns the jobs it completed."""
     import asyncpg
@@ -475,10 +523,24 @@ async def floor_loop(dsn: str) -> int:
 
     conns = [await asyncpg.connect(dsn) for _ in range(FLOOR_CONNECTIONS)]
     try:
-        return sum(await asyncio.gather(*(worker(c) for c in conns)))
+        pids = [c.get_server_pid() for c in conns]
+        before = [BackendCpu.read(p) for p in pids]
+        cpu = time.process_time()
+        done = sum(await asyncio.gather(*(worker(c) for c in conns)))
+        FLOOR_CPU["client_s"] = time.process_time() - cpu
+        after = [BackendCpu.read(p) for p in pids]
+        FLOOR_CPU["server_s"] = (
+            None
+            if None in before or None in after
+            else sum(a - b for a, b in zip(after, before, strict=True))  # type: ignore[operator]
+        )
+        return done
     finally:
         for c in conns:
             await c.close()
+
+
+FLOOR_CPU: dict[str, float | None] = {}
 
 
 async def queue_jobs(conn, up, patient, names: list[str]) -> list[int]:
@@ -525,7 +587,14 @@ async def phase_floor(conn, dsn, settings, patient, jobs, tag) -> dict:
     n, ok, span = await span_of(conn, ids)
     if ok != n or done != n:
         raise RuntimeError(f"floor loop: {ok} of {n} jobs succeeded ({done} by the loop)")
-    return {"jobs": n, "span_s": span, "jobs_per_s": n / span}
+    server = FLOOR_CPU.get("server_s")
+    return {
+        "jobs": n,
+        "span_s": span,
+        "jobs_per_s": n / span,
+        "client_cpu_ms_per_job": 1000 * (FLOOR_CPU["client_s"] or 0.0) / n,
+        "server_cpu_ms_per_job": None if server is None else 1000 * server / n,
+    }
 
 
 async def phase_throughput(
@@ -555,7 +624,10 @@ async def phase_throughput(
             ):
                 ready = time.perf_counter()
                 cpu = time.process_time()  # this process runs the daemon (and the bench's poll)
+                backends = BackendCpu(conn, {conn.get_server_pid()})
+                await backends.sample(begin=True)
                 while True:
+                    await backends.sample()
                     left = await conn.fetchval(
                         "select count(*) from emgd.jobs where id = any($1::bigint[])"
                         " and state in ('pending', 'running')",
@@ -590,6 +662,11 @@ async def phase_throughput(
                     "daemon_start_s": ready - wall,
                     "mean_stage_s": stages,
                     "daemon_cpu_ms_per_job": 1000 * cpu / row["n"],
+                    "server_cpu_ms_per_job": None
+                    if (server_s := backends.seconds()) is None
+                    else 1000 * server_s / row["n"],
+                    "floor_client_cpu_ms_per_job": floor["client_cpu_ms_per_job"],
+                    "floor_server_cpu_ms_per_job": floor["server_cpu_ms_per_job"],
                     "daemon_cpu_share_of_one_core": cpu / (done - ready),
                     **(
                         {
@@ -605,8 +682,11 @@ async def phase_throughput(
             print(
                 f"# throughput round {r + 1} (concurrency {concurrency}): "
                 f"{out[-1]['jobs_per_s']:.0f} jobs/s, floor {floor['jobs_per_s']:.0f} jobs/s"
-                f" ({out[-1]['ratio_to_floor']:.2f}x), daemon CPU "
-                f"{out[-1]['daemon_cpu_ms_per_job']:.2f} ms/job"
+                f" ({out[-1]['ratio_to_floor']:.2f}x); CPU ms/job daemon "
+                f"{out[-1]['daemon_cpu_ms_per_job']:.2f} + server "
+                f"{_ms(out[-1]['server_cpu_ms_per_job'])}, floor "
+                f"{out[-1]['floor_client_cpu_ms_per_job']:.2f} + "
+                f"{_ms(out[-1]['floor_server_cpu_ms_per_job'])}"
                 + (f", SQL {out[-1]['sql_self_ms_per_job']:.2f} ms/job" if profile_sql else ""),
                 file=sys.stderr,
                 flush=True,
@@ -630,6 +710,10 @@ async def phase_throughput(
         "ratio_spread": spread(ratios),
         "rounds": out,
     }
+
+
+def _ms(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
 
 
 async def phase_e2e(dsn, settings_for, patient, rounds, uploads, warmup) -> dict:

@@ -137,6 +137,7 @@ class JobRunner:
         self._queue = queue
         self._max_bytes = max_file_bytes
         self._download_dir = download_dir
+        self._downloads: tuple[int, Path] | None = None  # (pid, folder) made at the first job
         sweep_dead_downloads(download_dir)
         self._storage = storage
         self._analyser = analyser
@@ -242,11 +243,27 @@ class JobRunner:
         self._check_size(job.object_size)
         # The object streams to a file of this job's own: the daemon's memory stays one chunk
         # whatever the file's size, and the analysis worker reads the file itself.
-        folder = Path(tempfile.mkdtemp(prefix=_job_prefix(os.getpid()), dir=self._download_dir))
+        # One folder per daemon process, one file per claim (the lease token: a job claimed
+        # again while a superseded task still runs gets a file of its own).
+        dest = self._folder() / f"{job.lease_token}.c3d"
         try:
-            return await self._process_file(job, timings, folder / "object.c3d")
+            return await self._process_file(job, timings, dest)
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.unlink(dest)
+
+    def _folder(self) -> Path:
+        folder = self._downloads
+        if folder is None or folder[0] != os.getpid() or not folder[1].is_dir():
+            made = Path(tempfile.mkdtemp(prefix=_job_prefix(os.getpid()), dir=self._download_dir))
+            folder = self._downloads = (os.getpid(), made)
+        return folder[1]
+
+    def remove_downloads(self) -> None:
+        """The daemon is stopping: its download folder goes with it."""
+        if self._downloads is not None and self._downloads[0] == os.getpid():
+            shutil.rmtree(self._downloads[1], ignore_errors=True)
+        self._downloads = None
 
     async def _process_file(self, job: ClaimedJob, timings: dict[str, float], dest: Path) -> str:
         # No stage write here: the claim itself shows the session as downloading.
@@ -257,10 +274,9 @@ class JobRunner:
         if not got.size:
             raise Permanent("the file is empty (0 bytes)")
 
-        # The patient's targets and MVC, read now (a settings change takes a running job back,
-        # so a job never commits options older than its claim). The daemon's own options are
-        # the base; the patient's override them. Reuse keys on exactly these options.
-        options = {**self._options, **await self._queue.analysis_options(job)}
+        # The patient's targets and MVC came with the claim. The daemon's own options are the
+        # base; the patient's override them. Reuse keys on exactly these options.
+        options = {**self._options, **job.options}
 
         # identical content already analysed: reuse it; else the stage becomes "analysing"
         verdict = await self._queue.reuse_or_stage(
@@ -281,8 +297,9 @@ class JobRunner:
         # The options that produced the result travel with it so identical reruns can be skipped.
         result.setdefault("processing", {})["options"] = options
 
-        if not await self._queue.set_stage(job, Stage.SAVING):
-            return "lease_lost"
+        # No "saving" stage write: the results' commit is the save, and lasts milliseconds; a
+        # stage written just before it would cost the queue a statement per job for a state
+        # nobody sees. The session shows "analysing" until it is done.
         t = time.perf_counter()
         committed = await self._queue.complete(
             job,

@@ -68,6 +68,7 @@ import errno
 import hashlib
 import json
 import os
+import queue
 import stat
 import tempfile
 import threading
@@ -301,9 +302,9 @@ class LocalStorage:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(settle, result, error)
 
-        # A daemon thread, not asyncio.to_thread: a read stuck in the kernel (a hung mount) is
-        # abandoned at the deadline, and the interpreter does not wait for it at exit.
-        threading.Thread(target=read, name=f"emgd-read:{what}"[:60], daemon=True).start()
+        # Not asyncio.to_thread: a read stuck in the kernel (a hung mount) is abandoned at the
+        # deadline, keeps only its own thread, and the interpreter does not wait for it at exit.
+        _READERS.submit(read)
         try:
             return await asyncio.wait_for(done, self.download_timeout)
         except TimeoutError:
@@ -334,6 +335,43 @@ class LocalStorage:
     async def aclose(self) -> None:
         return None
 
+
+class _DaemonThreads:
+    """Daemon threads for blocking reads, kept for reuse: starting a thread per download cost
+    more than a small file's whole read. A thread stuck in a read holds only itself: a new one
+    starts whenever none is idle, and idle ones end after ``idle_s``."""
+
+    def __init__(self, idle_s: float = 30.0) -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for a task and not yet promised to one
+        self._idle_s = idle_s
+
+    def submit(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            spare = self._idle > 0
+            if spare:
+                self._idle -= 1
+        self._tasks.put(task)
+        if not spare:
+            threading.Thread(target=self._serve, name="emgd-read", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                task = self._tasks.get(timeout=self._idle_s)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # nobody counts on this thread: end it
+                        self._idle -= 1
+                        return
+                continue  # a task was promised to an idle thread: this one takes it
+            task()  # catches its own errors
+            with self._lock:
+                self._idle += 1
+
+
+_READERS = _DaemonThreads()
 
 _FILE_KINDS = {
     stat.S_IFIFO: "a named pipe",

@@ -257,6 +257,7 @@ class Daemon:
         finally:
             # after a failure, pictures still queued are dropped (the results are committed)
             await runner.finish_reports(0)
+            runner.remove_downloads()
             if self._own_queue:
                 await queue.close()
             with contextlib.suppress(Exception):

@@ -38,7 +38,6 @@ HAPPY_PATH = [
     ("pending", "queued"),
     ("processing", "downloading"),
     ("processing", "analysing"),
-    ("processing", "saving"),
     ("completed", "done"),
 ]
 

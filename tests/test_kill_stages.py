@@ -118,7 +118,7 @@ async def test_killed_while_saving(daemons: Daemons, db, patient):
     data = ghostly_recording(seed=22, duration_s=6.0)[0]
     a = await daemons.start_ready("a", **LONG_LEASE)
     session = await put(daemons, patient, data, "save.c3d")
-    await wait_job(db, session, timeout=30, stage="saving", lease_owner=a.owner)
+    await wait_job(db, session, timeout=30, state="running", lease_owner=a.owner)
     # (the slowed commit is not visible from here until it ends: watch the server instead)
     await wait_for(
         lambda: db.fetchval("select count(*) from pg_stat_activity where wait_event = 'PgSleep'"),
