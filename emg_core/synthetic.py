@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy import signal
@@ -215,9 +215,7 @@ def ghostly_signals(
         raw += hum * np.sin(2 * np.pi * 50.0 * t + rng.uniform(0, 6))
         drift_f = rng.uniform(0.05, 0.3)
         raw += drift_ratio * noise_rms * np.sin(2 * np.pi * drift_f * t + rng.uniform(0, 6))
-        data[c] = raw
-        data[n_channels + c] = game_activated(raw, rate)
-        activated[label] = _segments(data[n_channels + c] > 0, rate)
+        activated[label] = _put_channel(data, c, raw, rate)
     labels = raw_labels + activated_labels
     meta, when, file_name = _session(rng, seed, n / rate)
     truth = GroundTruth(
@@ -325,6 +323,17 @@ def game_activated(raw: np.ndarray, rate: float) -> np.ndarray:
     return np.where(smooth > threshold, smooth, 0.0)
 
 
+def _put_channel(
+    data: np.ndarray, c: int, raw: np.ndarray, rate: float
+) -> tuple[tuple[float, float], ...]:
+    """Write raw channel ``c`` and its game ``activated`` partner (``c`` rows further down) into
+    ``data``; return the partner's active segments, in seconds."""
+    n_channels = len(data) // 2
+    data[c] = raw
+    data[n_channels + c] = game_activated(raw, rate)
+    return _segments(data[n_channels + c] > 0, rate)
+
+
 def _segments(mask: np.ndarray, rate: float) -> tuple[tuple[float, float], ...]:
     edges = np.diff(mask.astype(np.int8), prepend=0, append=0)
     starts = np.flatnonzero(edges == 1)
@@ -409,6 +418,19 @@ def c3d_bytes(
         return Path(path).read_bytes()
 
 
+#: the ground truth of either generator
+_Truth = TypeVar("_Truth", "GroundTruth", "RealisticTruth")
+
+
+def _as_c3d(
+    signals: tuple[tuple[str, ...], np.ndarray, _Truth], rate: float
+) -> tuple[bytes, _Truth]:
+    """The C3D bytes of a generator's ``(labels, data, truth)``, with the truth's session fields."""
+    labels, data, truth = signals
+    content = c3d_bytes(labels, data, rate, metadata=truth.metadata, recorded_at=truth.recorded_at)
+    return content, truth
+
+
 def _samples_per_frame(n: int) -> int:
     return next(k for k in (10, 20, 50, 100, 200, 500, 1000, 2000, 5000) if n / k <= 65535)
 
@@ -429,9 +451,7 @@ def ghostly_recording(
         The C3D file.
     truth : GroundTruth
     """
-    labels, data, truth = ghostly_signals(seed=seed, duration_s=duration_s, rate=rate, **kwargs)
-    content = c3d_bytes(labels, data, rate, metadata=truth.metadata, recorded_at=truth.recorded_at)
-    return content, truth
+    return _as_c3d(ghostly_signals(seed=seed, duration_s=duration_s, rate=rate, **kwargs), rate)
 
 
 def write_ghostly(path: str | os.PathLike[str], **kwargs: Any) -> GroundTruth:
@@ -911,9 +931,7 @@ def realistic_signals(
     details = []
     for c, (label, chspec) in enumerate(zip(raw_labels, specs, strict=True)):
         raw, detail = _realistic_channel(label, chspec, seed, c, n, rate)
-        data[c] = raw
-        data[n_channels + c] = game_activated(raw, rate)
-        details.append(replace(detail, activated=_segments(data[n_channels + c] > 0, rate)))
+        details.append(replace(detail, activated=_put_channel(data, c, raw, rate)))
     meta, when, file_name = _session(np.random.default_rng([seed, 1 << 16]), seed, n / rate)
     truth = RealisticTruth(
         rate=float(rate),
@@ -945,9 +963,7 @@ def realistic_recording(
         The C3D file (float32 samples).
     truth : RealisticTruth
     """
-    labels, data, truth = realistic_signals(seed=seed, duration_s=duration_s, rate=rate, **kwargs)
-    content = c3d_bytes(labels, data, rate, metadata=truth.metadata, recorded_at=truth.recorded_at)
-    return content, truth
+    return _as_c3d(realistic_signals(seed=seed, duration_s=duration_s, rate=rate, **kwargs), rate)
 
 
 # one random stream per phenomenon, so switching one off leaves the others' draws alone
