@@ -73,60 +73,30 @@ create table if not exists auth.users (
     is_anonymous boolean not null default false
 );
 
+-- Supabase's helper functions, each created only when missing. auth.uid, auth.role and
+-- auth.email read one claim of the request's JWT, alike but for the claim and its type.
 do $$
+declare
+    claim constant text := $def$
+        create function auth.%1$s() returns %2$s
+            language sql stable
+            set search_path to ''
+        as $f$
+          select
+            coalesce(
+              nullif(current_setting('request.jwt.claim.%3$s', true), ''),
+              (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> '%3$s')
+            )::%2$s
+        $f$
+$def$;
+    fn record;
 begin
-    if not exists (
-        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
-        where n.nspname = 'auth' and p.proname = 'uid'
-    ) then
-        create function auth.uid() returns uuid
-            language sql stable
-            set search_path to ''
-        as $f$
-          select
-            coalesce(
-              nullif(current_setting('request.jwt.claim.sub', true), ''),
-              (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
-            )::uuid
-        $f$;
-    end if;
-
-    if not exists (
-        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
-        where n.nspname = 'auth' and p.proname = 'role'
-    ) then
-        create function auth.role() returns text
-            language sql stable
-            set search_path to ''
-        as $f$
-          select
-            coalesce(
-              nullif(current_setting('request.jwt.claim.role', true), ''),
-              (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role')
-            )::text
-        $f$;
-    end if;
-
-    if not exists (
-        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
-        where n.nspname = 'auth' and p.proname = 'email'
-    ) then
-        create function auth.email() returns text
-            language sql stable
-            set search_path to ''
-        as $f$
-          select
-            coalesce(
-              nullif(current_setting('request.jwt.claim.email', true), ''),
-              (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email')
-            )::text
-        $f$;
-    end if;
-
-    if not exists (
-        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
-        where n.nspname = 'auth' and p.proname = 'jwt'
-    ) then
+    for fn in
+        select * from (values
+            ('auth', 'uid', format(claim, 'uid', 'uuid', 'sub')),
+            ('auth', 'role', format(claim, 'role', 'text', 'role')),
+            ('auth', 'email', format(claim, 'email', 'text', 'email')),
+            ('auth', 'jwt', $def$
         create function auth.jwt() returns jsonb
             language sql stable
             set search_path to ''
@@ -136,8 +106,55 @@ begin
               nullif(current_setting('request.jwt.claim', true), ''),
               nullif(current_setting('request.jwt.claims', true), '')
             )::jsonb
-        $f$;
-    end if;
+        $f$
+$def$),
+            ('storage', 'foldername', $def$
+        create function storage.foldername(name text) returns text[]
+            language plpgsql
+        as $f$
+        declare
+            _parts text[];
+        begin
+            select string_to_array(name, '/') into _parts;
+            return _parts[1:array_length(_parts, 1) - 1];
+        end
+        $f$
+$def$),
+            ('storage', 'filename', $def$
+        create function storage.filename(name text) returns text
+            language plpgsql
+        as $f$
+        declare
+            _parts text[];
+        begin
+            select string_to_array(name, '/') into _parts;
+            return _parts[array_length(_parts, 1)];
+        end
+        $f$
+$def$),
+            ('storage', 'extension', $def$
+        create function storage.extension(name text) returns text
+            language plpgsql
+        as $f$
+        declare
+            _parts text[];
+            _filename text;
+        begin
+            select string_to_array(name, '/') into _parts;
+            select _parts[array_length(_parts, 1)] into _filename;
+            return reverse(split_part(reverse(_filename), '.', 1));
+        end
+        $f$
+$def$)
+        ) as t(schema_name, function_name, definition)
+    loop
+        if not exists (
+            select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+            where n.nspname = fn.schema_name and p.proname = fn.function_name
+        ) then
+            execute fn.definition;
+        end if;
+    end loop;
 end
 $$;
 
@@ -257,59 +274,6 @@ begin
 end
 $$;
 
-do $$
-begin
-    if not exists (
-        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
-        where n.nspname = 'storage' and p.proname = 'foldername'
-    ) then
-        create function storage.foldername(name text) returns text[]
-            language plpgsql
-        as $f$
-        declare
-            _parts text[];
-        begin
-            select string_to_array(name, '/') into _parts;
-            return _parts[1:array_length(_parts, 1) - 1];
-        end
-        $f$;
-    end if;
-
-    if not exists (
-        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
-        where n.nspname = 'storage' and p.proname = 'filename'
-    ) then
-        create function storage.filename(name text) returns text
-            language plpgsql
-        as $f$
-        declare
-            _parts text[];
-        begin
-            select string_to_array(name, '/') into _parts;
-            return _parts[array_length(_parts, 1)];
-        end
-        $f$;
-    end if;
-
-    if not exists (
-        select 1 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
-        where n.nspname = 'storage' and p.proname = 'extension'
-    ) then
-        create function storage.extension(name text) returns text
-            language plpgsql
-        as $f$
-        declare
-            _parts text[];
-            _filename text;
-        begin
-            select string_to_array(name, '/') into _parts;
-            select _parts[array_length(_parts, 1)] into _filename;
-            return reverse(split_part(reverse(_filename), '.', 1));
-        end
-        $f$;
-    end if;
-end
-$$;
 
 grant execute on function storage.foldername(text), storage.filename(text), storage.extension(text)
     to anon, authenticated, service_role;
