@@ -2,40 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.toolchain import REPO, command, copy_packages, run_on
+
 PURE = "emg_core stays pure: no daemon, event loop, database driver or logging setup"
 TOP = "the CLI verbs (daemon.cmd_*) are the top layer"
 
 
+#: without the lint-imports script: its entry point, run by this interpreter
+_LINT_IMPORTS = "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())"
+
+
 def lint_imports() -> list[str]:
-    beside_python = Path(sys.executable).with_name("lint-imports")
-    if beside_python.exists():
-        return [str(beside_python)]
-    found = shutil.which("lint-imports")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
-            "sys.exit(lint_imports_command())"]  # fmt: skip
+    return command("lint-imports", ["-c", _LINT_IMPORTS])
 
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # the tree in cwd, not an installed emgd, is what gets analysed
-    env = {**os.environ, "PYTHONPATH": str(cwd)}
-    return subprocess.run(
-        [*lint_imports(), "--no-cache", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_on(cwd, [*lint_imports(), "--no-cache", *args], timeout=300)
 
 
 def contracts() -> dict[str, dict]:
@@ -57,10 +44,7 @@ def test_every_verb_module_is_in_the_top_layer():
 
 
 def test_a_breach_of_each_contract_fails(tmp_path):
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package in ("emg_core", "daemon"):
-        shutil.copytree(REPO / package, tmp_path / package, ignore=ignore)
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    copy_packages(tmp_path)
     with (tmp_path / "emg_core" / "filters.py").open("a") as f:
         f.write("\nimport structlog  # noqa: E402\n")
     with (tmp_path / "daemon" / "worker.py").open("a") as f:

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.toolchain import REPO, command
 
 
 def ruff() -> list[str]:
-    beside_python = Path(sys.executable).with_name("ruff")
-    if beside_python.exists():
-        return [str(beside_python)]
-    found = shutil.which("ruff")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "ruff"]
+    return command("ruff", ["-m", "ruff"])
 
 
 @pytest.mark.parametrize(

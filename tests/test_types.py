@@ -3,26 +3,16 @@ error or an unannotated function in either would fail the suite."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.toolchain import REPO, copy_packages, run_on
 
 
 def mypy(cwd: Path, cache: Path) -> subprocess.CompletedProcess[str]:
     # the tree in cwd (its pyproject.toml, its packages), not an installed emgd, is checked
-    env = {**os.environ, "PYTHONPATH": str(cwd)}
-    return subprocess.run(
-        [sys.executable, "-m", "mypy", "--cache-dir", str(cache)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_on(cwd, [sys.executable, "-m", "mypy", "--cache-dir", str(cache)], timeout=600)
 
 
 def test_the_packages_type_check_strictly():
@@ -32,10 +22,7 @@ def test_the_packages_type_check_strictly():
 
 
 def test_a_type_error_and_a_missing_annotation_fail(tmp_path):
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package in ("emg_core", "daemon"):
-        shutil.copytree(REPO / package, tmp_path / package, ignore=ignore)
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    copy_packages(tmp_path)
     with (tmp_path / "emg_core" / "metadata.py").open("a") as f:
         f.write('\n\ndef _level() -> int:\n    return "3"\n')
     with (tmp_path / "daemon" / "settings.py").open("a") as f:
