@@ -74,24 +74,17 @@ class StorageServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         bucket, name = request.match_info["bucket"], request.match_info["name"]
-        self.requests.append((request.method, bucket, name))
-        self.seen_headers.append(dict(request.headers))
+        self._seen(request, bucket, name)
         if self.delay:
             await asyncio.sleep(self.delay)
-        if self._failures:
-            status, body = self._failures.pop(0)
-            if body is not None:
-                return web.Response(status=status, text=body)
-            return _error(status, str(status), "internal", "Service temporarily unavailable")
+        failure = self._injected_failure()
+        if failure is not None:
+            return failure
         if not self._authenticated(request):
             # The JWT does not verify: Storage serves the request as anon. Downloads allow that
             # (public buckets), and a private bucket is then "not found"; uploads refuse.
-            if request.method == "GET":
-                return _no_such_bucket()
-            return _error(
-                400, "403", "Unauthorized", "signature verification failed", "AccessDenied"
-            )
-        if bucket not in self.buckets and not any(b == bucket for b, _ in self.objects):
+            return _no_such_bucket() if request.method == "GET" else _unauthorized()
+        if not self._has_bucket(bucket):
             return _no_such_bucket()
         if request.method == "GET":
             if (bucket, name) in self.redirects:
@@ -116,6 +109,22 @@ class StorageServer:
         self.objects[(bucket, name)] = upload.file.read() if upload is not None else b""
         return web.json_response({"Key": f"{bucket}/{name}", "Id": "00000000-0000-0000-0000-0"})
 
+    def _seen(self, request: web.Request, bucket: str, name: str) -> None:
+        self.requests.append((request.method, bucket, name))
+        self.seen_headers.append(dict(request.headers))
+
+    def _injected_failure(self) -> web.Response | None:
+        """The answer ``fail_next`` queued for this request, if any."""
+        if not self._failures:
+            return None
+        status, body = self._failures.pop(0)
+        if body is not None:
+            return web.Response(status=status, text=body)
+        return _error(status, str(status), "internal", "Service temporarily unavailable")
+
+    def _has_bucket(self, bucket: str) -> bool:
+        return bucket in self.buckets or any(b == bucket for b, _ in self.objects)
+
     def _authenticated(self, request: web.Request) -> bool:
         return (
             request.headers.get("apikey") == self.key
@@ -124,18 +133,13 @@ class StorageServer:
 
     async def _bucket(self, request: web.Request) -> web.Response:
         bucket = request.match_info["bucket"]
-        self.requests.append((request.method, bucket, ""))
-        self.seen_headers.append(dict(request.headers))
-        if self._failures:
-            status, body = self._failures.pop(0)
-            if body is not None:
-                return web.Response(status=status, text=body)
-            return _error(status, str(status), "internal", "Service temporarily unavailable")
+        self._seen(request, bucket, "")
+        failure = self._injected_failure()
+        if failure is not None:
+            return failure
         if not self._authenticated(request):
-            return _error(
-                400, "403", "Unauthorized", "signature verification failed", "AccessDenied"
-            )
-        if bucket not in self.buckets and not any(b == bucket for b, _ in self.objects):
+            return _unauthorized()
+        if not self._has_bucket(bucket):
             return _no_such_bucket()
         return web.json_response(
             {"id": bucket, "name": bucket, "public": False, "type": "STANDARD"}
@@ -194,6 +198,10 @@ def _error(
 ) -> web.Response:
     body = {"statusCode": status_code, "code": code or error, "error": error, "message": message}
     return web.Response(status=http_status, text=json.dumps(body), content_type="application/json")
+
+
+def _unauthorized() -> web.Response:
+    return _error(400, "403", "Unauthorized", "signature verification failed", "AccessDenied")
 
 
 def _no_such_bucket() -> web.Response:
