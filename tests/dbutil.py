@@ -435,3 +435,27 @@ async def make_session(
         BUCKET,
         obj["name"],
     )
+
+
+async def claimed_upload(
+    conn: asyncpg.Connection, patient: uuid.UUID, name: str, data: bytes
+) -> asyncpg.Record:
+    """Upload ``<patient>/<name>`` as the patient and claim its job as a fresh owner."""
+    await upload_object(conn, BUCKET, f"{patient}/{name}", user_id=patient, data=data)
+    job = await conn.fetchrow("select * from emgd.claim_jobs($1, 1, 30)", uuid.uuid4())
+    assert job is not None and job["object_name"] == f"{patient}/{name}"
+    return job
+
+
+async def complete_job(
+    conn: asyncpg.Connection, job: asyncpg.Record, result: dict[str, Any], data: bytes
+) -> bool:
+    """Commit ``result`` for a claimed job the way the daemon does."""
+    return await conn.fetchval(
+        "select emgd.complete_job($1, $2, $3::jsonb, $4, $5)",
+        job["job_id"],
+        job["lease_token"],
+        json.dumps(result),
+        hashlib.sha256(data).hexdigest(),
+        len(data),
+    )

@@ -24,25 +24,6 @@ def recording() -> tuple[bytes, dict]:
     return data, result
 
 
-async def _claimed_session(conn, patient: uuid.UUID, name: str, data: bytes):
-    await dbutil.upload_object(conn, dbutil.BUCKET, f"{patient}/{name}", user_id=patient, data=data)
-    job = await conn.fetchrow("select * from emgd.claim_jobs($1, 1, 30)", uuid.uuid4())
-    assert job is not None and job["object_name"] == f"{patient}/{name}"
-    return job
-
-
-async def _complete(conn, job, result: dict, data: bytes) -> bool:
-    """Commit ``result`` for a claimed job the way the daemon does."""
-    return await conn.fetchval(
-        "select emgd.complete_job($1, $2, $3::jsonb, $4, $5)",
-        job["job_id"],
-        job["lease_token"],
-        json.dumps(result),
-        hashlib.sha256(data).hexdigest(),
-        len(data),
-    )
-
-
 def _close(a, b) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-12)
@@ -52,8 +33,8 @@ def _close(a, b) -> bool:
 async def test_session_result_gives_back_what_complete_job_stored(db, recording):
     data, result = recording
     patient = await dbutil.make_user(db, "patient")
-    job = await _claimed_session(db, patient, "a.c3d", data)
-    ok = await _complete(db, job, result, data)
+    job = await dbutil.claimed_upload(db, patient, "a.c3d", data)
+    ok = await dbutil.complete_job(db, job, result, data)
     assert ok is True
     stored = json.loads(await db.fetchval("select emgd.session_result($1)", job["session_id"]))
     assert stored["analysis_version"] == result["analysis_version"]
@@ -72,9 +53,9 @@ async def test_same_bytes_under_another_name_reuse_the_stored_results(db, record
     data, result = recording
     patient = await dbutil.make_user(db, "patient")
     sha = hashlib.sha256(data).hexdigest()
-    first = await _claimed_session(db, patient, "first.c3d", data)
-    await _complete(db, first, result, data)
-    copy = await _claimed_session(db, patient, "copy.c3d", data)
+    first = await dbutil.claimed_upload(db, patient, "first.c3d", data)
+    await dbutil.complete_job(db, first, result, data)
+    copy = await dbutil.claimed_upload(db, patient, "copy.c3d", data)
 
     async def reuse(version: str, options: dict) -> bool:
         return await db.fetchval(
@@ -117,8 +98,8 @@ async def test_a_requeued_session_reuses_its_own_results(db, recording):
     data, result = recording
     patient = await dbutil.make_user(db, "patient")
     sha = hashlib.sha256(data).hexdigest()
-    job = await _claimed_session(db, patient, "again.c3d", data)
-    await _complete(db, job, result, data)
+    job = await dbutil.claimed_upload(db, patient, "again.c3d", data)
+    await dbutil.complete_job(db, job, result, data)
     before = json.loads(await db.fetchval("select emgd.session_result($1)", job["session_id"]))
     assert await db.fetchval("select emgd.requeue($1)", job["session_id"]) == 1
     again = await db.fetchrow("select * from emgd.claim_jobs($1, 1, 30)", uuid.uuid4())

@@ -157,21 +157,11 @@ RESULT = SessionResult(
 
 async def _claimed(conn, name: str = "rec.c3d"):
     patient = await dbutil.make_user(conn, "patient")
-    await dbutil.upload_object(conn, dbutil.BUCKET, f"{patient}/{name}", user_id=patient, data=DATA)
-    job = await conn.fetchrow("select * from emgd.claim_jobs($1, 1, 30)", uuid.uuid4())
-    assert job is not None and job["object_name"] == f"{patient}/{name}"
-    return job
+    return await dbutil.claimed_upload(conn, patient, name, DATA)
 
 
 async def _complete(conn, job, result: dict) -> bool:
-    return await conn.fetchval(
-        "select emgd.complete_job($1, $2, $3::jsonb, $4, $5)",
-        job["job_id"],
-        job["lease_token"],
-        json.dumps(result),
-        hashlib.sha256(DATA).hexdigest(),
-        len(DATA),
-    )
+    return await dbutil.complete_job(conn, job, result, DATA)
 
 
 async def _stored(conn, session_id) -> dict:
