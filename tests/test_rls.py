@@ -90,22 +90,19 @@ def op_update(table: str):
         "contractions": "peak_amplitude = 0.9",
     }[table]
 
-    async def op(conn, ids):
-        where = TARGET[table][0]
-        status = await conn.execute(
-            f"update public.{table} set {assignment} where {where}", *target_args(table, ids)
-        )
-        return affected(status) == 1
-
-    return op
+    return _op_one_row(table, f"update public.{table} set {assignment}")
 
 
 def op_delete(table: str):
+    return _op_one_row(table, f"delete from public.{table}")
+
+
+def _op_one_row(table: str, statement: str):
+    """``statement`` aimed at the target row of ``table``: true when it changed that row."""
+
     async def op(conn, ids):
         where = TARGET[table][0]
-        status = await conn.execute(
-            f"delete from public.{table} where {where}", *target_args(table, ids)
-        )
+        status = await conn.execute(f"{statement} where {where}", *target_args(table, ids))
         return affected(status) == 1
 
     return op
