@@ -2,7 +2,8 @@
 
 Patient P with an active therapist T and an inactive one I, patient Q with therapist U, an admin
 A, each with one session (SP, SQ); and the API roles anon and service_role. ``seed_cast`` creates
-them, ``attempt`` runs an operation as one of them and rolls it back.
+them (``seeded_world``: on a fresh database, with a module's extras), ``attempt`` runs an
+operation as one of them and rolls it back.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from typing import Any
 
 import asyncpg
 
-from tests.dbutil import as_user, assign, connect, make_session, make_user, rolled_back
+from tests.dbutil import (
+    as_user,
+    assign,
+    connect,
+    make_session,
+    make_user,
+    rolled_back,
+    run_sync,
+)
 
 ACTORS = [
     "patient",
@@ -63,6 +72,24 @@ async def seed_cast(conn: asyncpg.Connection) -> dict[str, Any]:
 
 
 Operation = Callable[[asyncpg.Connection, dict[str, Any]], Awaitable[object]]
+
+
+def seeded_world(
+    url: str, extras: Callable[[asyncpg.Connection, dict[str, Any]], Awaitable[None]]
+) -> World:
+    """The world on the fresh database at ``url``: the cast, then what ``extras`` adds (it may
+    record more ids)."""
+
+    async def seed() -> dict[str, Any]:
+        conn = await connect(url)
+        try:
+            ids = await seed_cast(conn)
+            await extras(conn, ids)
+            return ids
+        finally:
+            await conn.close()
+
+    return World(url, run_sync(seed))
 
 
 async def attempt(world: World, actor: str, op: Operation) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.cast import ACTOR_USER, ACTORS, World, affected, attempt, seed_cast
+from tests.cast import ACTOR_USER, ACTORS, World, affected, attempt, seeded_world
 from tests.dbutil import (
     BUCKET,
     as_user,
@@ -25,34 +25,21 @@ from tests.dbutil import (
     make_bucket,
     parameter_row,
     rolled_back,
-    run_sync,
 )
 
 
 @pytest.fixture(scope="module")
 def world(database_factory) -> World:
-    url = database_factory()
+    async def extras(conn: asyncpg.Connection, ids: dict[str, Any]) -> None:
+        ids["PARAM"] = await insert_row(conn, "public.session_parameters", parameter_row(ids["SP"]))
+        ids["CONTR"] = await insert_row(conn, "public.contractions", contraction_row(ids["SP"]))
+        # an auth user without a profile yet, for profile inserts
+        ids["X"] = uuid.uuid4()
+        await conn.execute("insert into auth.users (id, email) values ($1, 'x@x.test')", ids["X"])
+        await conn.execute("delete from public.users where id = $1", ids["X"])
+        await make_bucket(conn, "avatars")
 
-    async def seed() -> dict[str, Any]:
-        conn = await connect(url)
-        try:
-            ids = await seed_cast(conn)
-            ids["PARAM"] = await insert_row(
-                conn, "public.session_parameters", parameter_row(ids["SP"])
-            )
-            ids["CONTR"] = await insert_row(conn, "public.contractions", contraction_row(ids["SP"]))
-            # an auth user without a profile yet, for profile inserts
-            ids["X"] = uuid.uuid4()
-            await conn.execute(
-                "insert into auth.users (id, email) values ($1, 'x@x.test')", ids["X"]
-            )
-            await conn.execute("delete from public.users where id = $1", ids["X"])
-            await make_bucket(conn, "avatars")
-            return ids
-        finally:
-            await conn.close()
-
-    return World(url, run_sync(seed))
+    return seeded_world(database_factory(), extras)
 
 
 # --- the operations, each aimed at patient P's data ------------------------------------------

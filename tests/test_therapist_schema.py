@@ -17,16 +17,14 @@ import asyncpg
 import pytest
 
 from tests import cast
-from tests.cast import World, affected, attempt, seed_cast
+from tests.cast import World, affected, attempt, seeded_world
 from tests.dbutil import (
     as_user,
     assign,
-    connect,
     insert_row,
     make_session,
     make_user,
     parameter_row,
-    run_sync,
 )
 
 # service_role bypasses row level security: what it may do is tests/test_rls.py's matter
@@ -52,40 +50,32 @@ async def _complete_session(conn, session_id, *, recorded_at=None) -> None:
 
 @pytest.fixture(scope="module")
 def world(database_factory) -> World:
-    url = database_factory()
+    async def extras(conn: asyncpg.Connection, ids: dict[str, Any]) -> None:
+        for sid in (ids["SP"], ids["SQ"]):
+            await insert_row(conn, "public.session_parameters", parameter_row(sid, "CH1"))
+        ids["SETTINGS"] = await conn.fetchval(
+            "insert into public.patient_emg_settings (patient_id, channel, mvc_value, mvc_unit)"
+            " values ($1, 'CH1', 0.4, 'V') returning id",
+            ids["P"],
+        )
+        await conn.execute(
+            "insert into public.session_inputs (session_id, rpe) values ($1, 5)", ids["SP"]
+        )
+        ids["CONFIG"] = await conn.fetchval(
+            "insert into public.scoring_configuration (patient_id) values ($1) returning id",
+            ids["P"],
+        )
+        # after the settings, whose insert requeued P's session
+        for sid in (ids["SP"], ids["SQ"]):
+            await _complete_session(conn, sid)
+        ids["GLOBAL_SETTINGS"] = await conn.fetchval(
+            "select id from public.patient_emg_settings where patient_id is null"
+        )
+        ids["GLOBAL_CONFIG"] = await conn.fetchval(
+            "select id from public.scoring_configuration where patient_id is null"
+        )
 
-    async def seed() -> dict[str, Any]:
-        conn = await connect(url)
-        try:
-            ids = await seed_cast(conn)
-            for sid in (ids["SP"], ids["SQ"]):
-                await insert_row(conn, "public.session_parameters", parameter_row(sid, "CH1"))
-            ids["SETTINGS"] = await conn.fetchval(
-                "insert into public.patient_emg_settings (patient_id, channel, mvc_value, mvc_unit)"
-                " values ($1, 'CH1', 0.4, 'V') returning id",
-                ids["P"],
-            )
-            await conn.execute(
-                "insert into public.session_inputs (session_id, rpe) values ($1, 5)", ids["SP"]
-            )
-            ids["CONFIG"] = await conn.fetchval(
-                "insert into public.scoring_configuration (patient_id) values ($1) returning id",
-                ids["P"],
-            )
-            # after the settings, whose insert requeued P's session
-            for sid in (ids["SP"], ids["SQ"]):
-                await _complete_session(conn, sid)
-            ids["GLOBAL_SETTINGS"] = await conn.fetchval(
-                "select id from public.patient_emg_settings where patient_id is null"
-            )
-            ids["GLOBAL_CONFIG"] = await conn.fetchval(
-                "select id from public.scoring_configuration where patient_id is null"
-            )
-            return ids
-        finally:
-            await conn.close()
-
-    return World(url, run_sync(seed))
+    return seeded_world(database_factory(), extras)
 
 
 # --- the operations, each aimed at patient P's data ------------------------------------------
