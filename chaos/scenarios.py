@@ -19,6 +19,7 @@ from chaos.cluster import Cluster
 from chaos.harness import BUCKET, DB_ERRORS, Upload, World, stats, wait_until
 from daemon import local, queue
 from daemon.storage import object_metadata
+from tests.e2e_harness import peak_rss_while_running
 
 RUNNING_OF = "select id from emgd.jobs where state = 'running' and lease_owner = $1"
 
@@ -436,20 +437,7 @@ async def rss(world: World, size_mb: int = 300) -> dict[str, Any]:
                     fh.write(chunk)
             metadata = {"size": path.stat().st_size, "mimetype": "application/octet-stream"}
             made.append(await local.record_object(conn, BUCKET, name, patient, metadata))
-        deadline = time.monotonic() + 120
-        both_running = False
-        while time.monotonic() < deadline:
-            peak = max(peak, proc.memory_info().rss)
-            states = [
-                r["state"]
-                for r in await conn.fetch(
-                    "select state from emgd.jobs where session_id = any($1::uuid[])", made
-                )
-            ]
-            both_running = both_running or states.count("running") == 2
-            if all(s not in ("pending", "running") for s in states):
-                break
-            await asyncio.sleep(0.02)
+        peak, both_running = await peak_rss_while_running(conn, proc, made, peak=peak)
         for p in made:
             path = None
             with contextlib.suppress(Exception):

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,35 @@ async def wait_job(
         return row if row and all(row[k] == v for k, v in expect.items()) else None
 
     return await wait_for(matches, timeout=timeout, what=f"job of {session_id} with {expect}")
+
+
+async def peak_rss_while_running(
+    conn: asyncpg.Connection,
+    proc: psutil.Process,
+    sessions: list[Any],
+    *,
+    peak: int,
+    timeout: float = 120,
+    while_all_run: Callable[[], None] | None = None,
+) -> tuple[int, bool]:
+    """Sample ``proc``'s RSS every 20 ms until no job of ``sessions`` is pending or running (or
+    ``timeout`` passes). Returns the highest RSS seen (``peak`` at least) and whether all the
+    jobs were running at once; ``while_all_run`` is called at each sample where they are."""
+    all_ran = False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        peak = max(peak, proc.memory_info().rss)
+        states = [
+            r["state"]
+            for r in await conn.fetch(
+                "select state from emgd.jobs where session_id = any($1::uuid[])", sessions
+            )
+        ]
+        if states.count("running") == len(sessions):
+            all_ran = True
+            if while_all_run is not None:
+                while_all_run()
+        if all(s not in ("pending", "running") for s in states):
+            break
+        await asyncio.sleep(0.02)
+    return peak, all_ran

@@ -5,14 +5,12 @@ idle size. (The workers hold the bytes, within their own limit, EMGD_JOB_MEMORY_
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 
 import psutil
 import pytest
 
-from tests.e2e_harness import Daemons, wait_job
+from tests.e2e_harness import Daemons, peak_rss_while_running, wait_job
 from tests.isolation_targets import SLOW_MARKER
 from tests.test_e2e_processes import put
 
@@ -42,24 +40,15 @@ async def test_two_300_mb_files_in_flight_leave_the_daemon_flat(daemons: Daemons
         big = SLOW_MARKER + b"4\n" + chunk * 300
         sessions.append(await put(daemons, patient, big, f"big-{i}.c3d"))
         del big
-    peak, both = idle, False
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        peak = max(peak, proc.memory_info().rss)
-        states = [
-            r["state"]
-            for r in await db.fetch(
-                "select state from emgd.jobs where session_id = any($1::uuid[])", sessions
-            )
-        ]
-        if states.count("running") == 2:
-            both = True
-            # while both run, their downloads are on disk, not in the daemon
-            files = [p for p in downloads.rglob("*") if p.is_file()]
-            assert sum(p.stat().st_size for p in files) <= 2 * (300 * MB + 64)
-        if all(s not in ("pending", "running") for s in states):
-            break
-        await asyncio.sleep(0.02)
+
+    def downloads_on_disk() -> None:
+        # while both run, their downloads are on disk, not in the daemon
+        files = [p for p in downloads.rglob("*") if p.is_file()]
+        assert sum(p.stat().st_size for p in files) <= 2 * (300 * MB + 64)
+
+    peak, both = await peak_rss_while_running(
+        db, proc, sessions, peak=idle, while_all_run=downloads_on_disk
+    )
     assert both, "the two jobs were never in flight together"
     for sid in sessions:
         await wait_job(db, sid, timeout=30, state="failed")
