@@ -278,7 +278,10 @@ class LocalStorage:
         return await _read_back(self, bucket, name)
 
     async def download_to(self, bucket: str, name: str, dest: Path) -> Downloaded:
-        path = self.path_for(bucket, name)
+        # Not path_for: resolving every segment costs more than reading a small file. The name
+        # has no '.' or '..' segment, so only a symlink could lead out of the root, and the reader
+        # checks where the file it opened really is (no race between a check and the open).
+        path = self.root.joinpath(*_check_name(bucket, name))
         what = f"{bucket}/{name}"
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Downloaded] = loop.create_future()
@@ -296,7 +299,9 @@ class LocalStorage:
         def read() -> None:
             result, error = None, None
             try:
-                result = _read_regular_file(path, what, deadline, stop, dest, self.max_bytes)
+                result = _read_regular_file(
+                    path, what, deadline, stop, dest, self.max_bytes, inside=self.root
+                )
             except BaseException as exc:  # handed to the waiting coroutine
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
@@ -381,6 +386,16 @@ _FILE_KINDS = {
 }
 
 
+def _opened_below(fd: int, path: Path, root: Path) -> bool:
+    """Whether the file open as ``fd`` lies below ``root``: where the kernel says it opened it
+    (``/proc``), else where ``path`` resolves to now."""
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        real = os.path.realpath(path)
+    return real.startswith(str(root).rstrip(os.sep) + os.sep)
+
+
 def _read_regular_file(
     path: Path,
     what: str,
@@ -388,11 +403,14 @@ def _read_regular_file(
     stop: threading.Event,
     dest: Path,
     max_bytes: int | None,
+    *,
+    inside: Path | None = None,
 ) -> Downloaded:
     """A regular file copied to ``dest`` in chunks until ``deadline``; anything else refused.
 
     Opened with O_NONBLOCK so that opening a named pipe returns at once instead of waiting for a
-    writer; the type is then checked on the open descriptor (no race with a rename).
+    writer; the type is then checked on the open descriptor (no race with a rename). With
+    ``inside``, a file that is not really below that folder (a symlink led out) is refused.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
@@ -403,6 +421,8 @@ def _read_regular_file(
             raise StorageError(f"{what} is not a regular file; refusing to read it") from None
         raise StorageUnavailable(f"cannot read {what}: {exc.strerror}") from exc
     try:
+        if inside is not None and not _opened_below(fd, path, inside):
+            raise InvalidObjectName(f"object name leaves the storage folder: {what!r}")
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise ObjectNotFound(f"object not found: {what} (a folder has that name)")

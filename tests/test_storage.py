@@ -101,6 +101,20 @@ async def test_local_symlink_cannot_lead_out_of_the_root(tmp_path):
     assert not (secret / "new.c3d").exists()
 
 
+async def test_local_object_that_is_a_symlink_out_is_refused_and_one_within_is_read(tmp_path):
+    secret = tmp_path / "secret.c3d"
+    secret.write_bytes(b"private")
+    root = tmp_path / "root"
+    (root / BUCKET / "p").mkdir(parents=True)
+    (root / BUCKET / "p" / "out.c3d").symlink_to(secret)
+    (root / BUCKET / "p" / "real.c3d").write_bytes(b"mine")
+    (root / BUCKET / "p" / "alias.c3d").symlink_to(root / BUCKET / "p" / "real.c3d")
+    store = LocalStorage(root)
+    with pytest.raises(InvalidObjectName):
+        await store.download(BUCKET, "p/out.c3d")
+    assert await store.download(BUCKET, "p/alias.c3d") == b"mine"
+
+
 async def test_local_overlong_segment_is_an_invalid_name(tmp_path):
     with pytest.raises(InvalidObjectName):
         await LocalStorage(tmp_path).upload(BUCKET, "p/" + "x" * 300 + ".c3d", b"x")
