@@ -489,7 +489,7 @@ class BackendCpu:
             return
         pids = await self.conn.fetch(
             "select pid from pg_stat_activity where datname = current_database()"
-            " and pid <> pg_backend_pid()"
+            " and pid <> pg_backend_pid() and backend_type = 'client backend'"
         )
         for row in pids:
             pid = row["pid"]
