@@ -15,8 +15,9 @@
 -- * emgd.complete_job writes the session's final status, stage, progress and error in the same
 --   UPDATE as its results, and emgd.jobs_sync leaves a session alone when it already holds the
 --   values it would write: a committed result makes one new version of the session row, not two.
--- * emgd.analysis_options answers the common case (no settings apply to the patient and the
---   patient has no reference session) with one query.
+-- * emgd.analysis_options answers the common case (no settings row names a channel for the
+--   patient and the patient has no reference session) with one query.
+-- * The processing record, stored with every result, is compressed with lz4 instead of pglz.
 -- * emgd.set_stage and emgd.reuse_results call set_config as an expression, not a PERFORM (a
 --   query of its own).
 --
@@ -477,6 +478,24 @@ end;
 $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- the processing record
+-- ---------------------------------------------------------------------------------------------
+
+-- Every result stores its processing record (about 5 kB of JSON) in the session and in each of
+-- its channels; compressing it with pglz took longer than all the rest of the session's UPDATE.
+-- lz4 compresses it several times faster and reads back the same value. Rows already stored keep
+-- pglz until they are written again. A server built without lz4 keeps its default.
+do $$
+begin
+    alter table public.sessions alter column processing set compression lz4;
+    alter table public.session_parameters alter column processing set compression lz4;
+exception when feature_not_supported or invalid_parameter_value then
+    raise notice 'lz4 is not available here; processing stays compressed with %',
+        current_setting('default_toast_compression');
+end
+$$;
+
+-- ---------------------------------------------------------------------------------------------
 -- the stage and reuse calls
 -- ---------------------------------------------------------------------------------------------
 
@@ -543,10 +562,11 @@ $$;
 -- analysis options
 -- ---------------------------------------------------------------------------------------------
 
--- The body of 20261130150000_therapist_settings.sql, after one query that finds the common
--- case: no settings row applies to the patient (neither theirs nor a default) and the patient
--- has no other session marked as the MVC reference. Then no channel has options and the
--- defaults below are the answer, as the full queries would find.
+-- The body of 20261130150000_therapist_settings.sql in one query where it can be: the session,
+-- its base settings (the same row the base query picks) and whether any channel can have options
+-- of its own (a settings row naming a channel, or another session of the patient marked as the
+-- MVC reference). Most sessions have none of those; then the channel query, the costly one,
+-- would find no channel and is not run.
 create or replace function emgd.analysis_options(p_session_id uuid)
 returns jsonb
 language plpgsql
@@ -559,26 +579,33 @@ declare
     base public.patient_emg_settings;
     channels jsonb := '{}'::jsonb;
     r record;
-    nothing_applies boolean;
+    named_channels boolean;
 begin
     select x.id, x.patient_id,
-        not exists (
+        b.patient_id, b.mvc_value, b.mvc_unit, b.mvc_percentage, b.duration_threshold_ms,
+        b.expected_contractions,
+        exists (
             select 1 from public.patient_emg_settings p
-            where p.patient_id = x.patient_id or p.patient_id is null)
-        and not exists (
+            where p.channel is not null
+              and (p.patient_id = x.patient_id or p.patient_id is null))
+        or exists (
             select 1 from public.sessions ref
             where ref.patient_id = x.patient_id and ref.mvc_reference and ref.id <> x.id)
-    into s.id, s.patient_id, nothing_applies
-    from public.sessions x where x.id = p_session_id;
+    into s.id, s.patient_id,
+        base.patient_id, base.mvc_value, base.mvc_unit, base.mvc_percentage,
+        base.duration_threshold_ms, base.expected_contractions,
+        named_channels
+    from public.sessions x
+    left join lateral (
+        select p.* from public.patient_emg_settings p
+        where p.channel is null and (p.patient_id = x.patient_id or p.patient_id is null)
+        order by p.patient_id nulls last limit 1) b on true
+    where x.id = p_session_id;
     if s.id is null then
         return null;
     end if;
 
-    if not nothing_applies then
-        select * into base from public.patient_emg_settings p
-        where p.channel is null and (p.patient_id = s.patient_id or p.patient_id is null)
-        order by p.patient_id nulls last limit 1;
-
+    if named_channels then
         for r in
             with labels as (
                 select p.channel as name from public.patient_emg_settings p
@@ -624,13 +651,13 @@ begin
                                        when r.ref_mvc is not null then 'reference_session'
                                   end)));
         end loop;
+    end if;
 
-        -- a patient-wide MVC (channel NULL) applies to every channel not named above: "*"
-        if base.patient_id is not null and base.mvc_value is not null then
-            channels := channels || jsonb_build_object('*', jsonb_build_object(
-                'mvc_value', base.mvc_value, 'mvc_unit', base.mvc_unit,
-                'mvc_method', 'patient_settings'));
-        end if;
+    -- a patient-wide MVC (channel NULL) applies to every channel not named above: "*"
+    if base.patient_id is not null and base.mvc_value is not null then
+        channels := channels || jsonb_build_object('*', jsonb_build_object(
+            'mvc_value', base.mvc_value, 'mvc_unit', base.mvc_unit,
+            'mvc_method', 'patient_settings'));
     end if;
     return jsonb_build_object(
         'mvc_percentage', coalesce(base.mvc_percentage, 75),
