@@ -1,17 +1,18 @@
 -- Less work inside PostgreSQL per job, with the same results, errors and state machine.
 --
 -- * The validation triggers on the per-job path (sessions, session_parameters, contractions)
---   first evaluate one boolean expression that is true exactly when every check passes; PL/pgSQL
---   evaluates it as a simple expression, without a query. Only when it is not true do the
---   checks run one by one as before, so a refused row gets the same message and SQLSTATE from
---   the same first failing check. Each term below is the negation of one check, in the checks'
---   order (`(condition) is not true` where a check rejects when its condition is true; the
+--   first evaluate one boolean expression that is true exactly when every check passes (one
+--   harmless exception: a warning holding U+0001, see there); PL/pgSQL evaluates it as a simple
+--   expression, without a query. Only when it is not true do the checks run one by one as
+--   before, so a refused row gets the same message and SQLSTATE from the same first failing
+--   check. Each term below is the negation of one check, in the checks' order
+--   (`(condition) is not true` where a check rejects when its condition is true; the
 --   emgd.check_* helpers are spelled out: check_nonnegative(v) passes when
 --   `coalesce(v >= 0 and v < 'Infinity', true)`, check_fraction(v) when
 --   `coalesce(v >= 0 and v <= 1, true)`, check_finite(v) when v is NULL or neither NaN nor
---   infinite). AND stops at the first false term, so no term is evaluated past a check that
---   fails (the contraction's duration arithmetic runs only where the checks before it pass, as
---   it always did).
+--   infinite). The AND is evaluated left to right and stops at the first false term, so the
+--   contraction's duration arithmetic runs only where the checks before it pass, as it always
+--   did (and a difference too large for double precision fails as it always did).
 -- * emgd.complete_job writes the session's final status, stage, progress and error in the same
 --   UPDATE as its results, and emgd.jobs_sync leaves a session alone when it already holds the
 --   values it would write: a committed result makes one new version of the session row, not two.
