@@ -483,7 +483,7 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 
 -- Every result stores its processing record (about 5 kB of JSON) in the session and in each of
--- its channels; compressing it with pglz took longer than all the rest of the session's UPDATE.
+-- its channels; compressing it with pglz took about as long as all the rest of the UPDATE.
 -- lz4 compresses it several times faster and reads back the same value. Rows already stored keep
 -- pglz until they are written again. A server built without lz4 keeps its default.
 do $$
