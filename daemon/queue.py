@@ -19,7 +19,7 @@ import enum
 import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
 import asyncpg
@@ -29,13 +29,9 @@ PROBE_CHANNEL = "emgd_probe"
 
 # -- the statements --------------------------------------------------------------------------------
 
-# The patient's targets and MVC come with the claim, read in the claim's own statement: a
-# settings change committed later takes the running job back (its commit then fails the lease
-# check), so a job never commits options older than its claim.
 CLAIM_JOBS = (
-    "select c.*, emgd.analysis_options(p_session_id => c.session_id) as options"
-    " from emgd.claim_jobs("
-    "p_owner => $1::uuid, p_limit => $2::int, p_lease_seconds => $3::float8) c"
+    "select * from emgd.claim_jobs("
+    "p_owner => $1::uuid, p_limit => $2::int, p_lease_seconds => $3::float8)"
 )
 HEARTBEAT = (
     "select emgd.heartbeat("
@@ -94,6 +90,12 @@ REPORT_SOURCE = (
 SET_REPORT_PATH = (
     "select emgd.set_report_path("
     "p_session_id => $1::uuid, p_report_path => $2::text, p_processed_at => $3::timestamptz)"
+)
+# the patient's targets and MVC (settings, reference session) as AnalysisOptions fields
+ANALYSIS_OPTIONS = "select emgd.analysis_options(p_session_id => $1::uuid)"
+ANALYSIS_OPTIONS_MANY = (
+    "select n, ok, err_code, err_message"
+    " from emgd.analysis_options_many(p_session_ids => $1::uuid[])"
 )
 RESCUE_EXPIRED = "select emgd.rescue_expired()"
 CATCH_UP = "select emgd.catch_up()"
@@ -183,12 +185,9 @@ class ClaimedJob:
     object_version: str | None
     patient_id: str | None
     object_size: int | None = None
-    # what the patient's therapist set for this session's analysis ({} for none)
-    options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ClaimedJob:
-        raw = row["options"]
         return cls(
             job_id=row["job_id"],
             session_id=str(row["session_id"]),
@@ -201,7 +200,6 @@ class ClaimedJob:
             object_version=row["object_version"],
             patient_id=None if row["patient_id"] is None else str(row["patient_id"]),
             object_size=row["object_size"],
-            options={} if raw is None else json.loads(raw) if isinstance(raw, str) else dict(raw),
         )
 
 
@@ -358,6 +356,7 @@ class JobQueue:
         self._batch = batch
         self._stages = Batcher(db, SET_STAGES, _columns)
         self._completes = Batcher(db, COMPLETE_JOBS, _columns)
+        self._options = Batcher(db, ANALYSIS_OPTIONS_MANY, _columns)
         self._reuse: dict[tuple[str, Stage], Batcher] = {}  # one per version and next stage
 
     @classmethod
@@ -426,6 +425,16 @@ class JobQueue:
         """Record the picture of the results committed at ``processed_at``; False when newer
         results (or none) are there."""
         return bool(await self.db.fetchval(SET_REPORT_PATH, job.session_id, path, processed_at))
+
+    async def analysis_options(self, job: ClaimedJob) -> dict[str, Any]:
+        """What the patient's therapist set for this session's analysis ({} for none)."""
+        if self._batch:
+            raw = await self._options.call(job.session_id)
+        else:
+            raw = await self.db.fetchval(ANALYSIS_OPTIONS, job.session_id)
+        if raw is None:
+            return {}
+        return json.loads(raw) if isinstance(raw, str) else dict(raw)
 
     async def reuse_or_stage(
         self,
