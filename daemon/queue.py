@@ -271,9 +271,11 @@ class Batcher:
     """Many jobs' calls of one kind as one statement (a ``*_many`` SQL function).
 
     A call goes at the event loop's next turn, with every call made before it (a lone job waits
-    no longer than a direct call). With ``parallel`` statements on their way, calls made
-    meanwhile wait for one to return and then go together in the next (group commit: a busy
-    daemon sends one statement and one commit for many jobs). Each caller gets its own
+    no longer than a direct call), shared among the senders not already waiting for the server
+    (up to ``parallel`` statements at once, each run by a server process of its own). With
+    ``parallel`` statements on their way, calls made meanwhile wait for one to return and then
+    go together in the next (group commit: a busy daemon sends one statement and one commit for
+    many jobs). Each caller gets its own
     element's answer, or its own element's error (an ``asyncpg.PostgresError`` with the element's
     SQLSTATE, classified like any other); an error of the whole statement (the connection
     dropped) goes to every caller in the batch.
@@ -295,6 +297,7 @@ class Batcher:
         self._parallel = parallel
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._senders: set[asyncio.Task[None]] = set()
+        self._busy = 0  # senders waiting for the server
 
     async def call(self, *element: Any) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -307,10 +310,16 @@ class Batcher:
 
     async def _send(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+            # Calls made together are shared among the senders not already waiting for the
+            # server: each statement runs in one server process, so two halves run on two
+            # cores at once where one whole batch would keep one busy and the other idle.
+            idle = max(len(self._senders) - self._busy, 1)
+            take = min(self._max, -(-len(self._pending) // idle))
+            batch, self._pending = self._pending[:take], self._pending[take:]
             batch = [(e, f) for e, f in batch if not f.done()]  # callers cancelled meanwhile
             if not batch:
                 continue
+            self._busy += 1
             try:
                 rows = await self._db.fetch(self._sql, *self._arguments([e for e, _ in batch]))
             except asyncio.CancelledError:
@@ -322,6 +331,8 @@ class Batcher:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
+            finally:
+                self._busy -= 1
             for row in rows:
                 fut = batch[row["n"] - 1][1]
                 if fut.done():

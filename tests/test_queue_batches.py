@@ -15,7 +15,14 @@ import uuid
 import asyncpg
 import pytest
 
-from daemon.queue import REUSE_OR_STAGE_MANY, ClaimedJob, JobQueue, Reuse, Stage
+from daemon.queue import (
+    PARALLEL_BATCHES,
+    REUSE_OR_STAGE_MANY,
+    ClaimedJob,
+    JobQueue,
+    Reuse,
+    Stage,
+)
 from emg_core import ANALYSIS_VERSION, analyze
 from emg_core.synthetic import ghostly_recording
 from tests import dbutil
@@ -27,9 +34,11 @@ class CountingPool:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self.sent: list[str] = []
+        self.elements: list[int | None] = []  # a batch's elements (its first array's length)
 
     async def fetch(self, sql: str, *args: object) -> list:
         self.sent.append(sql)
+        self.elements.append(len(args[0]) if args and isinstance(args[0], list) else None)
         return await self.pool.fetch(sql, *args)
 
     async def fetchval(self, sql: str, *args: object) -> object:
@@ -111,8 +120,10 @@ async def test_results_share_a_commit_and_each_job_keeps_its_own_outcome(db, cou
         uuid.UUID(jobs[5].session_id),
     )
     assert stored == 0
-    # calls made in the same turn of the event loop go as one statement
-    assert len(counted.sent) - sent_before == 1
+    # calls made in the same turn of the event loop go as PARALLEL_BATCHES statements, halves
+    # of the batch that two server processes run at once
+    assert len(counted.sent) - sent_before == PARALLEL_BATCHES
+    assert counted.elements[-PARALLEL_BATCHES:] == [4, 4]
 
 
 async def test_reuse_checks_and_stages_batch_and_answer_per_job(db, counted, result):
