@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import time
 
 import aiohttp
@@ -506,3 +507,29 @@ async def test_a_single_bucket_not_found_the_check_contradicts_is_retried_like_a
     finally:
         await conn.close()
         await server.stop()
+
+
+async def test_the_daemons_download_folder_holds_only_jobs_in_flight_and_goes_with_it(
+    db_url, tmp_path
+):
+    """One folder per daemon (named for its host and pid, so a later daemon can sweep it if this
+    one is killed), one file per job in flight, and nothing left once the daemon stops."""
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    settings = daemon_settings(db_url, tmp_path / "storage", download_dir=downloads)
+    patient = await make_patient(db_url)
+    conn = await dbutil.connect(db_url)
+    try:
+        async with running_daemon(settings, db_url) as d:
+            uploads = {}
+            for seed in (4, 5):
+                data, _ = ghostly_recording(seed=seed, duration_s=8.0)
+                uploads[await upload(settings, db_url, data, patient, f"dl-{seed}.c3d")] = None
+            await wait_sessions(conn, uploads, daemon=d)
+            folders = list(downloads.iterdir())
+            assert len(folders) == 1 and folders[0].name.startswith("emgd-job-")
+            assert folders[0].name.split("-")[-2] == str(os.getpid())  # the daemon runs here
+            assert list(folders[0].iterdir()) == []  # each job's file went with the job
+        assert list(downloads.iterdir()) == []
+    finally:
+        await conn.close()
