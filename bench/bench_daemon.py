@@ -509,8 +509,10 @@ class BackendCpu:
         return sum(self.last[p] - self.first[p] for p in self.last)
 
 
-async def floor_loop(dsn: str) -> int:
-    """Run the minimal loop until the queue is empty; returns the jobs it completed."""
+async def floor_loop(dsn: str) -> tuple[int, float, float | None]:
+    """Run the minimal loop until the queue is empty; returns the jobs it completed, the CPU
+    seconds this process spent on it, and those its server backends spent (None when the
+    server's processes cannot be read)."""
     import asyncpg
 
     async def worker(conn) -> int:
@@ -527,20 +529,15 @@ async def floor_loop(dsn: str) -> int:
         before = [BackendCpu.read(p) for p in pids]
         cpu = time.process_time()
         done = sum(await asyncio.gather(*(worker(c) for c in conns)))
-        FLOOR_CPU["client_s"] = time.process_time() - cpu
+        client_s = time.process_time() - cpu
         after = [BackendCpu.read(p) for p in pids]
-        FLOOR_CPU["server_s"] = (
-            None
-            if None in before or None in after
-            else sum(a - b for a, b in zip(after, before, strict=True))  # type: ignore[operator]
-        )
-        return done
     finally:
         for c in conns:
             await c.close()
-
-
-FLOOR_CPU: dict[str, float | None] = {}
+    server_s = None
+    if None not in before and None not in after:
+        server_s = sum(a - b for a, b in zip(after, before, strict=True))  # type: ignore[operator]
+    return done, client_s, server_s
 
 
 async def queue_jobs(conn, up, patient, names: list[str]) -> list[int]:
@@ -583,17 +580,16 @@ async def phase_floor(conn, dsn, settings, patient, jobs, tag) -> dict:
     names = [f"{patient}/floor-{tag}-{i}.c3d" for i in range(jobs)]
     ids = await queue_jobs(conn, up, patient, names)
     await checkpoint(conn)
-    done = await floor_loop(dsn)
+    done, client_s, server_s = await floor_loop(dsn)
     n, ok, span = await span_of(conn, ids)
     if ok != n or done != n:
         raise RuntimeError(f"floor loop: {ok} of {n} jobs succeeded ({done} by the loop)")
-    server = FLOOR_CPU.get("server_s")
     return {
         "jobs": n,
         "span_s": span,
         "jobs_per_s": n / span,
-        "client_cpu_ms_per_job": 1000 * (FLOOR_CPU["client_s"] or 0.0) / n,
-        "server_cpu_ms_per_job": None if server is None else 1000 * server / n,
+        "client_cpu_ms_per_job": 1000 * client_s / n,
+        "server_cpu_ms_per_job": None if server_s is None else 1000 * server_s / n,
     }
 
 

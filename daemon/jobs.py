@@ -76,8 +76,8 @@ def _job_prefix(pid: int) -> str:
 
 
 def sweep_dead_downloads(download_dir: str | os.PathLike[str] | None) -> int:
-    """Remove the job folders that daemons on this host left when they were killed (a job's
-    folder normally goes with the job); returns how many. Folders of live processes, and of
+    """Remove the download folders that daemons on this host left when they were killed (a
+    daemon's folder normally goes with it); returns how many. Folders of live processes, and of
     other hosts sharing the folder, are left alone."""
     root = Path(download_dir or tempfile.gettempdir())
     mine = f"emgd-job-{socket.gethostname()}-"
@@ -137,7 +137,7 @@ class JobRunner:
         self._queue = queue
         self._max_bytes = max_file_bytes
         self._download_dir = download_dir
-        self._downloads: tuple[int, Path] | None = None  # (pid, folder) made at the first job
+        self._downloads: Path | None = None  # this daemon's folder, made at its first job
         sweep_dead_downloads(download_dir)
         self._storage = storage
         self._analyser = analyser
@@ -242,9 +242,9 @@ class JobRunner:
             )
         self._check_size(job.object_size)
         # The object streams to a file of this job's own: the daemon's memory stays one chunk
-        # whatever the file's size, and the analysis worker reads the file itself.
-        # One folder per daemon process, one file per claim (the lease token: a job claimed
-        # again while a superseded task still runs gets a file of its own).
+        # whatever the file's size, and the analysis worker reads the file itself. One folder
+        # per daemon process, one file per claim (the lease token: a job claimed again while a
+        # superseded task still runs gets a file of its own).
         dest = self._folder() / f"{job.lease_token}.c3d"
         try:
             return await self._process_file(job, timings, dest)
@@ -253,16 +253,17 @@ class JobRunner:
                 os.unlink(dest)
 
     def _folder(self) -> Path:
-        folder = self._downloads
-        if folder is None or folder[0] != os.getpid() or not folder[1].is_dir():
-            made = Path(tempfile.mkdtemp(prefix=_job_prefix(os.getpid()), dir=self._download_dir))
-            folder = self._downloads = (os.getpid(), made)
-        return folder[1]
+        # made again if something (a temp cleaner) removed it: else every download would fail
+        if self._downloads is None or not self._downloads.is_dir():
+            self._downloads = Path(
+                tempfile.mkdtemp(prefix=_job_prefix(os.getpid()), dir=self._download_dir)
+            )
+        return self._downloads
 
     def remove_downloads(self) -> None:
         """The daemon is stopping: its download folder goes with it."""
-        if self._downloads is not None and self._downloads[0] == os.getpid():
-            shutil.rmtree(self._downloads[1], ignore_errors=True)
+        if self._downloads is not None:
+            shutil.rmtree(self._downloads, ignore_errors=True)
         self._downloads = None
 
     async def _process_file(self, job: ClaimedJob, timings: dict[str, float], dest: Path) -> str:

@@ -275,10 +275,9 @@ class Batcher:
     (up to ``parallel`` statements at once, each run by a server process of its own). With
     ``parallel`` statements on their way, calls made meanwhile wait for one to return and then
     go together in the next (group commit: a busy daemon sends one statement and one commit for
-    many jobs). Each caller gets its own
-    element's answer, or its own element's error (an ``asyncpg.PostgresError`` with the element's
-    SQLSTATE, classified like any other); an error of the whole statement (the connection
-    dropped) goes to every caller in the batch.
+    many jobs). Each caller gets its own element's answer, or its own element's error (an
+    ``asyncpg.PostgresError`` with the element's SQLSTATE, classified like any other); an error
+    of the whole statement (the connection dropped) goes to every caller in the batch.
     """
 
     def __init__(
@@ -357,9 +356,10 @@ def _columns(elements: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
 class JobQueue:
     """Typed calls to the job functions over ``db`` (a pool or a connection).
 
-    With ``batch`` (the daemon's pool), stage updates, reuse checks and results of jobs running
-    at the same time share statements and commits (``Batcher``); each call still answers for
-    its own job only. Without it (one connection, a CLI verb, a test) every call is its own.
+    With ``batch`` (the daemon's pool), the options reads, stage updates, reuse checks and
+    results of jobs running at the same time share statements and commits (``Batcher``); each
+    call still answers for its own job only. Without it (one connection, a CLI verb, a test)
+    every call is its own.
     """
 
     def __init__(self, db: Executor, *, batch: bool = False) -> None:

@@ -270,8 +270,8 @@ class LocalStorage:
     def path_for(self, bucket: str, name: str) -> Path:
         path = self.root.joinpath(*_check_name(bucket, name)).resolve()
         # resolve() follows symlinks, so a link planted inside the root cannot point out of it.
-        if not path.is_relative_to(self.root) or path == self.root:
-            raise InvalidObjectName(f"object name leaves the storage folder: {name!r}")
+        if not _below(path, self.root):
+            raise _leaves_root(name)
         return path
 
     async def download(self, bucket: str, name: str) -> bytes:
@@ -386,6 +386,16 @@ _FILE_KINDS = {
 }
 
 
+def _below(real: str | os.PathLike[str], root: Path) -> bool:
+    """Whether the real (symlink-free) path ``real`` lies strictly below ``root``."""
+    path = Path(real)
+    return path.is_relative_to(root) and path != root
+
+
+def _leaves_root(name: str) -> InvalidObjectName:
+    return InvalidObjectName(f"object name leaves the storage folder: {name!r}")
+
+
 def _opened_below(fd: int, path: Path, root: Path) -> bool:
     """Whether the file open as ``fd`` lies below ``root``: where the kernel says it opened it
     (``/proc``), else where ``path`` resolves to now."""
@@ -393,7 +403,7 @@ def _opened_below(fd: int, path: Path, root: Path) -> bool:
         real = os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         real = os.path.realpath(path)
-    return real.startswith(str(root).rstrip(os.sep) + os.sep)
+    return _below(real, root)
 
 
 def _read_regular_file(
@@ -404,13 +414,13 @@ def _read_regular_file(
     dest: Path,
     max_bytes: int | None,
     *,
-    inside: Path | None = None,
+    inside: Path,
 ) -> Downloaded:
     """A regular file copied to ``dest`` in chunks until ``deadline``; anything else refused.
 
     Opened with O_NONBLOCK so that opening a named pipe returns at once instead of waiting for a
-    writer; the type is then checked on the open descriptor (no race with a rename). With
-    ``inside``, a file that is not really below that folder (a symlink led out) is refused.
+    writer; the type is then checked on the open descriptor (no race with a rename). A file
+    that is not really below ``inside`` (a symlink led out) is refused.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
@@ -421,8 +431,8 @@ def _read_regular_file(
             raise StorageError(f"{what} is not a regular file; refusing to read it") from None
         raise StorageUnavailable(f"cannot read {what}: {exc.strerror}") from exc
     try:
-        if inside is not None and not _opened_below(fd, path, inside):
-            raise InvalidObjectName(f"object name leaves the storage folder: {what!r}")
+        if not _opened_below(fd, path, inside):
+            raise _leaves_root(what)
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise ObjectNotFound(f"object not found: {what} (a folder has that name)")

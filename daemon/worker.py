@@ -58,12 +58,6 @@ LEASE_LOST_GRACE_S = 1.0
 RESCUE_INTERVAL_S = 1.0
 # While Storage rejects the credentials, they are checked again this often.
 STORAGE_RECHECK_S = 5.0
-# Best-effort clean-up (releases) swallows any of these: the lease expires anyway.
-DB_ERRORS = DATABASE_ERRORS
-
-
-def _transient(exc: BaseException) -> bool:
-    return database_unavailable(exc)
 
 
 class Daemon:
@@ -308,7 +302,7 @@ class Daemon:
                     await self.queue.ping()  # no claim to tell us it is back
                     self._db_ok()
             except Exception as exc:
-                if not _transient(exc):
+                if not database_unavailable(exc):
                     raise  # waiting will not cure it: stop the daemon (exit 1)
                 failures += 1
                 self._db_failed(exc)
@@ -410,7 +404,7 @@ class Daemon:
         except (Exception, asyncio.CancelledError):
             return  # the claim failed or was abandoned: it took nothing we know of
         for job in jobs:
-            with contextlib.suppress(*DB_ERRORS):
+            with contextlib.suppress(*DATABASE_ERRORS):  # the lease expires anyway
                 await self.queue.release(job)
 
     async def _idle_wait(self, free: int, claimed: int) -> float:
@@ -424,7 +418,7 @@ class Daemon:
         try:
             due_in = await self.queue.next_due_in()
         except Exception as exc:
-            if not _transient(exc):
+            if not database_unavailable(exc):
                 raise
             self._db_failed(exc)
             return min(poll, OUTAGE_RETRY_MAX_S)
@@ -522,7 +516,7 @@ class Daemon:
                     self._wake.set()
                 self._db_ok()
             except Exception as exc:
-                if not _transient(exc):
+                if not database_unavailable(exc):
                     raise  # e.g. a function a bad migration dropped: stop the daemon (exit 1)
                 if self._db_failed(exc):
                     log.warning("lease_keeper_db_error", error=repr(exc))
@@ -593,5 +587,5 @@ class Daemon:
         for _, job in entries:
             try:
                 await self.queue.release(job)
-            except DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("release_failed", job_id=job.job_id, error=repr(exc))
