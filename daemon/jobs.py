@@ -92,6 +92,11 @@ def sweep_dead_downloads(download_dir: str | os.PathLike[str] | None) -> int:
     return removed
 
 
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -249,8 +254,7 @@ class JobRunner:
         try:
             return await self._process_file(job, timings, dest)
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(dest)
+            _remove(dest)
 
     def _folder(self) -> Path:
         # made again if something (a temp cleaner) removed it: else every download would fail
@@ -305,6 +309,9 @@ class JobRunner:
         t = time.perf_counter()
         result = await self._analyser.analyse(got.path, name=job.object_name, options=options)
         timings["analyse"] = self._observe("analyse", t)
+        # The file is spent once analysed: its disk space (up to the size limit per job) is not
+        # held through the commit, and a session shown as done has no file left behind it.
+        _remove(got.path)
         # The options that produced the result travel with it so identical reruns can be skipped.
         result.setdefault("processing", {})["options"] = options
 
