@@ -13,10 +13,10 @@ Four measurements (the first three repeated ``--rounds`` times so the spread sho
    same minutes (a batch-10 ``SKIP LOCKED`` claim plus one lease-fenced durable commit per job,
    on 4 connections, over as many jobs), then ``--jobs`` objects inserted while the daemon is
    down go through one daemon with ``--concurrency`` slots and a no-op analysis, through the
-   whole state machine (claim, stages downloading/analysing/saving, reuse check, lease-checked
-   complete); jobs/s = jobs / (last finished_at - first started_at), for both. The headline is
-   the daemon's ratio to the floor, which does not depend on how fast the machine is. The
-   test-only trigger is dropped for this.
+   whole state machine (claim with stage downloading, options read, reuse check with stage
+   analysing, lease-checked complete); jobs/s = jobs / (last finished_at - first
+   started_at), for both. The headline is the daemon's ratio to the floor, which does not
+   depend on how fast the machine is. The test-only trigger is dropped for this.
 3. ``upload_to_results``: distinct 3-minute GHOSTLY-like synthetic files (990 Hz, 2 + 2
    channels), one at a time, analysed by the real AnalysisPool; latency from the upload's commit
    to the results' commit (server clock), and as the uploading client sees it (perf_counter
