@@ -61,13 +61,17 @@ async def queue_uploads(conn, patient: uuid.UUID, tag: str, jobs: int) -> None:
             await conn.execute(object_sql(BUCKET, name, patient, name.encode()))
 
 
+class ServerElsewhere(Exception):
+    """The server's processes are not on this machine: their CPU cannot be read."""
+
+
 class Meter:
     """CPU seconds of one connection's server process, per step, in ms per job."""
 
     def __init__(self, conn, jobs: int) -> None:
         self.pid, self.jobs = conn.get_server_pid(), jobs
         if BackendCpu.read(self.pid) is None:
-            raise SystemExit("bench_steps reads the server's processes: run it on that machine")
+            raise ServerElsewhere
         self.figures: dict[str, float] = {}
 
     def start(self) -> None:
@@ -162,6 +166,9 @@ async def run(args) -> int:
                 figures = await one_round(conn, patient, str(r), args.jobs, args.batch)
                 report["rounds"].append(figures)
                 print(f"# round {r + 1}: " + json.dumps(figures), file=sys.stderr, flush=True)
+        except ServerElsewhere:
+            emit(report, f"SKIP: the server's processes are not on this machine [{where}]")
+            return 0
         finally:
             await conn.close()
     median = {
@@ -179,7 +186,7 @@ async def run(args) -> int:
     )
     emit(
         report,
-        f"server CPU per job: daemon's steps {daemon:.3f} ms ("
+        f"INFO: server CPU per job: daemon's steps {daemon:.3f} ms ("
         + ", ".join(f"{s} {median[s]:.3f}" for s in STEPS)
         + f") against the floor's {median['floor']:.3f} ms = {daemon / median['floor']:.1f}x"
         f" [{where}, batch {args.batch}, {args.rounds} x {args.jobs} jobs]",
