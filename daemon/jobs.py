@@ -320,7 +320,7 @@ class JobRunner:
         result = await self._analyser.analyse(got.path, name=job.object_name, options=options)
         timings["analyse"] = self._observe("analyse", t)
         # The file is spent once analysed: its disk space (up to the size limit per job) is not
-        # held through the commit, and a session shown as done has no file left behind it.
+        # held through the commit, and an analysed session shown as done has no file left.
         _remove(got.path)
         # The options that produced the result travel with it so identical reruns can be skipped.
         result.setdefault("processing", {})["options"] = options
