@@ -561,10 +561,12 @@ async def floor_loop(dsn: str) -> tuple[int, float, float | None]:
 
 
 async def queue_jobs(conn, up, patient, names: list[str]) -> list[int]:
-    """Objects stored and recorded in one transaction (the trigger makes their jobs)."""
+    """Objects stored (unless ``up`` is None: nothing will download them) and recorded in one
+    transaction (the trigger makes their jobs)."""
     blobs = [f"throughput {name}".encode() for name in names]
-    for name, data in zip(names, blobs, strict=True):
-        up.store(name, data)
+    if up is not None:
+        for name, data in zip(names, blobs, strict=True):
+            up.store(name, data)
     async with conn.transaction():
         for name, data in zip(names, blobs, strict=True):
             await conn.execute(object_sql(BUCKET, name, patient, data))

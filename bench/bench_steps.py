@@ -8,8 +8,9 @@ database, with nothing else in the figure.
 
 Each round queues ``--jobs`` uploads (the trigger makes their sessions and jobs), then:
 
-- ``floor``: the minimal loop of ``bench_daemon.py`` (a batch-10 ``SKIP LOCKED`` claim, then one
-  lease-fenced update to succeeded per job), over as many jobs of their own;
+- ``floor``: the minimal loop of ``bench_daemon.py`` itself (a batch-10 ``SKIP LOCKED`` claim,
+  then one lease-fenced update to succeeded per job, on its 4 connections), over as many jobs of
+  their own; the CPU of its 4 server processes;
 - ``claim``, ``options``, ``reuse_or_stage``, ``complete``: the daemon's statements, in batches of
   ``--batch`` jobs as its Batcher sends them, with the no-op analysis result of
   ``bench_daemon.py`` (one channel).
@@ -33,16 +34,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_daemon import (
-    BUCKET,
-    FLOOR_BATCH,
-    FLOOR_CLAIM,
-    FLOOR_COMMIT,
     BackendCpu,
     bench_database,
     bench_server,
     checkpoint,
+    floor_loop,
     make_patient,
-    object_sql,
+    queue_jobs,
     tiny_result,
 )
 from common import emit, machine
@@ -52,13 +50,6 @@ from daemon.queue import Stage
 
 STEPS = ("claim", "options", "reuse_or_stage", "complete")
 SIZE = 1024  # bytes the files are said to hold (each has its own content hash: no reuse)
-
-
-async def queue_uploads(conn, patient: uuid.UUID, tag: str, jobs: int) -> None:
-    async with conn.transaction():
-        for i in range(jobs):
-            name = f"{patient}/steps-{tag}-{i}.c3d"
-            await conn.execute(object_sql(BUCKET, name, patient, name.encode()))
 
 
 class ServerElsewhere(Exception):
@@ -81,19 +72,22 @@ class Meter:
         self.figures[step] = 1000 * (BackendCpu.read(self.pid) - self._at) / self.jobs
 
 
-async def one_round(conn, patient: uuid.UUID, tag: str, jobs: int, batch: int) -> dict[str, float]:
+async def one_round(
+    conn, dsn: str, patient: uuid.UUID, tag: str, jobs: int, batch: int
+) -> dict[str, float]:
     meter = Meter(conn, jobs)
-    await queue_uploads(conn, patient, f"floor-{tag}", jobs)
+    await queue_jobs(
+        conn, None, patient, [f"{patient}/steps-floor-{tag}-{i}.c3d" for i in range(jobs)]
+    )
+    await checkpoint(conn)
+    done, _, floor_server_s = await floor_loop(dsn)
+    if done != jobs or floor_server_s is None:
+        raise RuntimeError(f"floor loop: {done} of {jobs} jobs")
+    meter.figures["floor"] = 1000 * floor_server_s / jobs
+
+    await queue_jobs(conn, None, patient, [f"{patient}/steps-{tag}-{i}.c3d" for i in range(jobs)])
     await checkpoint(conn)
     owner = uuid.uuid4()
-    meter.start()
-    while rows := await conn.fetch(FLOOR_CLAIM, FLOOR_BATCH, owner):
-        for row in rows:
-            await conn.execute(FLOOR_COMMIT, row["id"], row["lease_token"])
-    meter.stop("floor")
-
-    await queue_uploads(conn, patient, tag, jobs)
-    await checkpoint(conn)
     result = tiny_result()
     claimed: list[Any] = []
     meter.start()
@@ -163,7 +157,7 @@ async def run(args) -> int:
         try:
             patient = await make_patient(conn)
             for r in range(args.rounds):
-                figures = await one_round(conn, patient, str(r), args.jobs, args.batch)
+                figures = await one_round(conn, url, patient, str(r), args.jobs, args.batch)
                 report["rounds"].append(figures)
                 print(f"# round {r + 1}: " + json.dumps(figures), file=sys.stderr, flush=True)
         except ServerElsewhere:
