@@ -302,6 +302,39 @@ $$;
 -- one new session row version per committed result
 -- ---------------------------------------------------------------------------------------------
 
+-- What the app is shown of a job in each state, said once: emgd.jobs_sync writes it as the job
+-- moves, and emgd.complete_job writes a succeeded job's with its results. SQL without a SET
+-- clause, so the planner inlines them (a succeeded job's values fold to constants).
+create function emgd.session_status(p_state text) returns text
+    language sql immutable
+as $$
+    select case p_state
+        when 'pending' then 'pending'
+        when 'running' then 'processing'
+        when 'succeeded' then 'completed'
+        else 'failed' end
+$$;
+
+create function emgd.session_stage(p_state text) returns text
+    language sql immutable
+as $$
+    select case p_state
+        when 'pending' then 'queued'
+        when 'running' then 'downloading'
+        when 'succeeded' then 'done'
+        else 'failed' end
+$$;
+
+create function emgd.session_progress(p_state text) returns real
+    language sql immutable
+as $$
+    select case p_state when 'succeeded' then 1 else 0 end::real
+$$;
+
+revoke all on function emgd.session_status(text) from public;
+revoke all on function emgd.session_stage(text) from public;
+revoke all on function emgd.session_progress(text) from public;
+
 -- The session follows its job as before; a session that already shows what the job's state
 -- means (emgd.complete_job wrote it with the results) is not written again.
 create or replace function emgd.jobs_sync() returns trigger
@@ -323,17 +356,9 @@ begin
 
     if tg_op = 'INSERT' or new.state is distinct from old.state
         or new.last_error is distinct from old.last_error then
-        v_status := case new.state
-            when 'pending' then 'pending'
-            when 'running' then 'processing'
-            when 'succeeded' then 'completed'
-            else 'failed' end;
-        v_stage := case new.state
-            when 'pending' then 'queued'
-            when 'running' then 'downloading'
-            when 'succeeded' then 'done'
-            else 'failed' end;
-        v_progress := case new.state when 'succeeded' then 1 else 0 end;
+        v_status := emgd.session_status(new.state);
+        v_stage := emgd.session_stage(new.state);
+        v_progress := emgd.session_progress(new.state);
         v_error := case when new.state in ('failed', 'quarantined')
             then emgd.error_for_people(new.last_error, new.state) end;
         update public.sessions s set
@@ -359,8 +384,8 @@ end
 $$;
 
 -- The body of 20261130180000_complete_job_bookkeeping.sql; the results UPDATE also sets what
--- emgd.jobs_sync sets for a succeeded job (status completed, stage done, progress 1, no error),
--- so the job's own UPDATE below leaves the session as it is.
+-- emgd.jobs_sync sets for a succeeded job (its status, stage and progress, and no error), so the
+-- job's own UPDATE below leaves the session as it is.
 create or replace function emgd.complete_job(
     p_job_id bigint, p_token uuid, p_result jsonb, p_sha256 text, p_size bigint
 )
@@ -397,9 +422,9 @@ begin
         processing = p_result -> 'processing',
         overall_compliance = (p_result ->> 'overall_compliance')::double precision,
         symmetry = (p_result ->> 'symmetry')::double precision,
-        status = 'completed',
-        stage = 'done',
-        progress = 1,
+        status = emgd.session_status('succeeded'),
+        stage = emgd.session_stage('succeeded'),
+        progress = emgd.session_progress('succeeded'),
         error = null,
         processed_at = now()
     where s.id = j.session_id;
