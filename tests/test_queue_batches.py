@@ -216,3 +216,61 @@ async def test_a_batch_that_reused_results_commits_durably(db, result):
     assert staged_only == (["staged", "staged"], "off")
     one_reused = await batch(["0" * 64, sha])
     assert one_reused == (["staged", "reused"], "on")
+
+
+async def stored(db, job: ClaimedJob) -> tuple:
+    """What a job's results left in the tables, without ids and times."""
+    session = uuid.UUID(job.session_id)
+    result = json.loads(await db.fetchval("select emgd.session_result($1)", session))
+    result.pop("file")  # the object's name: each job has its own
+    params = await db.fetch(
+        "select name, contractions_total, contractions_good, mvc_value, processing"
+        " from public.session_parameters where session_id = $1 order by id",
+        session,
+    )
+    contractions = await db.fetch(
+        "select channel, contraction_index, start_ms, end_ms, is_good from public.contractions"
+        " where session_id = $1 order by id",
+        session,
+    )
+    row = await db.fetchrow(
+        "select status, stage, progress, error, content_sha256, file_size, duration_s"
+        " from public.sessions where id = $1",
+        session,
+    )
+    return result, [tuple(p) for p in params], [tuple(c) for c in contractions], tuple(row)
+
+
+async def test_a_batch_writes_what_each_job_would_have_written_alone(db, counted):
+    """The batch writes every job with one statement per table; each job must still get its own
+    result's rows, in its own order, exactly as a job committed on its own does."""
+    recordings = [ghostly_recording(seed=40 + i, duration_s=6.0 + 2 * i)[0] for i in range(4)]
+    results = []
+    for data in recordings:
+        out = analyze(data, name="r.c3d").to_dict()
+        out["processing"]["options"] = {}
+        results.append(out)
+    assert len({len(r["channels"][0]["contractions"]) for r in results}) > 1  # they differ
+
+    async def commit(queue: JobQueue, together: bool) -> list[ClaimedJob]:
+        jobs = await claim_many(db, queue, len(recordings))
+        jobs.reverse()  # elements out of job id order
+        calls = [
+            queue.complete(
+                job,
+                result_json=json.dumps(out),
+                sha256=hashlib.sha256(data).hexdigest(),
+                size=len(data),
+            )
+            for job, out, data in zip(jobs, results, recordings, strict=True)
+        ]
+        oks = await asyncio.gather(*calls) if together else [await c for c in calls]
+        assert oks == [True] * len(jobs)
+        return jobs
+
+    sent_before = len(counted.sent)
+    batched = await commit(JobQueue(counted, batch=True), together=True)
+    assert max(e or 0 for e in counted.elements[sent_before:]) > 1  # they did go together
+    alone = await commit(JobQueue(db), together=False)
+    for b, a in zip(batched, alone, strict=True):
+        assert await stored(db, b) == await stored(db, a)
