@@ -274,3 +274,44 @@ async def test_a_batch_writes_what_each_job_would_have_written_alone(db, counted
     alone = await commit(JobQueue(db), together=False)
     for b, a in zip(batched, alone, strict=True):
         assert await stored(db, b) == await stored(db, a)
+
+
+async def test_an_element_that_raises_in_a_reuse_batch_fails_alone(db):
+    """A batch runs whole when nothing in it raises; when one element raises, that element alone
+    answers with its error and the others are still checked and staged."""
+    queue = JobQueue(db)
+    jobs = await claim_many(db, queue, 3)
+    # the middle session's stage write is refused (a stand-in for any error in one element)
+    await db.execute(
+        f"""
+        create function pg_temp.refuse() returns trigger language plpgsql as $$
+        begin
+            if new.id = '{jobs[1].session_id}' and new.stage = 'analysing' then
+                raise exception 'refused' using errcode = 'check_violation';
+            end if;
+            return new;
+        end $$;
+        create trigger refuse before update on public.sessions
+            for each row execute function pg_temp.refuse();
+        """
+    )
+    rows = await db.fetch(
+        REUSE_OR_STAGE_MANY,
+        [j.job_id for j in jobs],
+        [j.lease_token for j in jobs],
+        [f"{i}" * 64 for i in range(3)],
+        [10, 10, 10],
+        [json.dumps({})] * 3,
+        ANALYSIS_VERSION,
+        "analysing",
+        0.4,
+    )
+    by_n = {r["n"]: r for r in rows}
+    assert [by_n[i]["ok"] for i in (1, 3)] == ["staged", "staged"]
+    assert (by_n[2]["ok"], by_n[2]["err_code"]) == (None, "23514")
+    stages = await db.fetch(
+        "select id, stage from public.sessions where id = any($1::uuid[])",
+        [uuid.UUID(j.session_id) for j in jobs],
+    )
+    got = {str(r["id"]): r["stage"] for r in stages}
+    assert [got[j.session_id] for j in jobs] == ["analysing", "downloading", "analysing"]
