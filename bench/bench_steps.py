@@ -11,9 +11,9 @@ Each round queues ``--jobs`` uploads (the trigger makes their sessions and jobs)
 - ``floor``: the minimal loop of ``bench_daemon.py`` itself (a batch-10 ``SKIP LOCKED`` claim,
   then one lease-fenced update to succeeded per job, on its 4 connections), over as many jobs of
   their own; the CPU of its 4 server processes;
-- ``claim``, ``options``, ``reuse_or_stage``, ``complete``: the daemon's statements, in batches of
-  ``--batch`` jobs as its Batcher sends them, with the no-op analysis result of
-  ``bench_daemon.py`` (one channel).
+- ``claim``, ``reuse_or_stage`` (the patient's options read, then the reuse check or the
+  "analysing" stage), ``complete``: the daemon's statements, in batches of ``--batch`` jobs as
+  its Batcher sends them, with the no-op analysis result of ``bench_daemon.py`` (one channel).
 
 The server must run on this machine (its processes' /proc entries are read). PostgreSQL: as
 ``bench_daemon.py`` finds it. Usage: ``.venv/bin/python bench/bench_steps.py [--rounds N]``.
@@ -48,7 +48,7 @@ from common import emit, machine
 from daemon import queue as q
 from daemon.queue import Stage
 
-STEPS = ("claim", "options", "reuse_or_stage", "complete")
+STEPS = ("claim", "reuse_or_stage", "complete")
 SIZE = 1024  # bytes the files are said to hold (each has its own content hash: no reuse)
 
 
@@ -101,28 +101,24 @@ async def one_round(
     def digest(row) -> str:
         return hashlib.sha256(str(row["session_id"]).encode()).hexdigest()
 
-    options: dict[int, str] = {}
-    meter.start()
-    for b in batches:
-        for row in await conn.fetch(q.ANALYSIS_OPTIONS_MANY, [r["session_id"] for r in b]):
-            options[b[row["n"] - 1]["job_id"]] = row["ok"]
-    meter.stop("options")
-
+    options: dict[int, dict[str, Any]] = {}
     meter.start()
     for b in batches:
         rows = await conn.fetch(
-            q.REUSE_OR_STAGE_MANY,
+            q.OPTIONS_REUSE_OR_STAGE_MANY,
             [r["job_id"] for r in b],
             [r["lease_token"] for r in b],
             [digest(r) for r in b],
             [SIZE] * len(b),
-            [options[r["job_id"]] for r in b],
+            "{}",
             result["analysis_version"],
             Stage.ANALYSING.value,
             Stage.ANALYSING.progress,
         )
-        if any(row["ok"] != "staged" for row in rows):
+        if any(row["verdict"] != "staged" for row in rows):
             raise RuntimeError(f"reuse_or_stage: {[dict(row) for row in rows]}")
+        for row in rows:
+            options[b[row["n"] - 1]["job_id"]] = json.loads(row["options"])
     meter.stop("reuse_or_stage")
 
     payloads = {

@@ -271,35 +271,24 @@ class JobRunner:
         self._downloads = None
 
     async def _process_file(self, job: ClaimedJob, timings: dict[str, float], dest: Path) -> str:
-        # The patient's targets and MVC, read while the file downloads, after the claim (a
-        # settings change takes a running job back, so a job never commits options older than
-        # its claim); not in the claim's own statement, which would hold every claim's commit
-        # back by the read.
-        patient_options = asyncio.ensure_future(self._queue.analysis_options(job))
-        try:
-            # No stage write here: the claim itself shows the session as downloading.
-            t = time.perf_counter()
-            got = await self._storage.download_to(job.bucket_id, job.object_name, dest)
-            timings["download"] = self._observe("download", t)
-            self._check_size(got.size)  # storage metadata can be missing or stale
-            if not got.size:
-                raise Permanent("the file is empty (0 bytes)")
-            # The daemon's own options are the base; the patient's override them. Reuse keys on
-            # exactly these options.
-            options = {**self._options, **await patient_options}
-        finally:
-            if not patient_options.done():
-                patient_options.cancel()
-            elif not patient_options.cancelled():
-                patient_options.exception()  # a download error outranks the read's own
+        # No stage write here: the claim itself shows the session as downloading.
+        t = time.perf_counter()
+        got = await self._storage.download_to(job.bucket_id, job.object_name, dest)
+        timings["download"] = self._observe("download", t)
+        self._check_size(got.size)  # storage metadata can be missing or stale
+        if not got.size:
+            raise Permanent("the file is empty (0 bytes)")
 
-        # identical content already analysed: reuse it; else the stage becomes "analysing"
-        verdict = await self._queue.reuse_or_stage(
+        # The patient's targets and MVC over the daemon's own options, read after the claim
+        # committed (a settings change takes a running job back, so a job never commits options
+        # older than its claim); then identical content already analysed with exactly those
+        # options is reused, else the stage becomes "analysing". One statement for all of it.
+        verdict, options = await self._queue.reuse_or_stage(
             job,
             sha256=got.sha256,
             size=got.size,
             analysis_version=self._version,
-            options=options,
+            base_options=self._options,
             next_stage=Stage.ANALYSING,
         )
         if verdict is Reuse.REUSED and self._reporter is not None:

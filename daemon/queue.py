@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import enum
 import json
+import operator
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -41,12 +42,6 @@ SET_STAGE = (
     "select emgd.set_stage("
     "p_job_id => $1::bigint, p_token => $2::uuid, p_stage => $3::text, p_progress => $4::real)"
 )
-REUSE_OR_STAGE = (
-    "select emgd.reuse_or_stage("
-    "p_job_id => $1::bigint, p_token => $2::uuid, p_sha256 => $3::text, p_size => $4::bigint,"
-    " p_analysis_version => $5::text, p_processing => $6::jsonb,"
-    " p_stage => $7::text, p_progress => $8::real)"
-)
 COMPLETE_JOB = (
     "select emgd.complete_job("
     "p_job_id => $1::bigint, p_token => $2::uuid, p_result => $3::jsonb,"
@@ -68,10 +63,12 @@ SET_STAGES = (
     "p_job_ids => $1::bigint[], p_tokens => $2::uuid[], p_stages => $3::text[],"
     " p_progress => $4::real[])"
 )
-REUSE_OR_STAGE_MANY = (
-    "select n, verdict as ok, err_code, err_message from emgd.reuse_or_stage_many("
+# the patient's options merged over the daemon's, then the reuse check (or the next stage) with
+# exactly those options: the verdict and the options per element (one job: a batch of one)
+OPTIONS_REUSE_OR_STAGE_MANY = (
+    "select n, verdict, options, err_code, err_message from emgd.options_reuse_or_stage_many("
     "p_job_ids => $1::bigint[], p_tokens => $2::uuid[], p_sha256 => $3::text[],"
-    " p_sizes => $4::bigint[], p_processing => $5::jsonb[], p_analysis_version => $6::text,"
+    " p_sizes => $4::bigint[], p_base_options => $5::jsonb, p_analysis_version => $6::text,"
     " p_stage => $7::text, p_progress => $8::real)"
 )
 COMPLETE_JOBS = (
@@ -90,12 +87,6 @@ REPORT_SOURCE = (
 SET_REPORT_PATH = (
     "select emgd.set_report_path("
     "p_session_id => $1::uuid, p_report_path => $2::text, p_processed_at => $3::timestamptz)"
-)
-# the patient's targets and MVC (settings, reference session) as AnalysisOptions fields
-ANALYSIS_OPTIONS = "select emgd.analysis_options(p_session_id => $1::uuid)"
-ANALYSIS_OPTIONS_MANY = (
-    "select n, ok, err_code, err_message"
-    " from emgd.analysis_options_many(p_session_ids => $1::uuid[])"
 )
 RESCUE_EXPIRED = "select emgd.rescue_expired()"
 CATCH_UP = "select emgd.catch_up()"
@@ -288,10 +279,13 @@ class Batcher:
         *,
         max_batch: int = MAX_BATCH,
         parallel: int = PARALLEL_BATCHES,
+        answer: Callable[[Any], Any] = operator.itemgetter("ok"),
     ) -> None:
+        """``answer``: a caller's answer from its element's row (by default the ``ok`` column)."""
         self._db = db
         self._sql = sql
         self._arguments = arguments
+        self._answer = answer
         self._max = max_batch
         self._parallel = parallel
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
@@ -337,13 +331,14 @@ class Batcher:
                 if fut.done():
                     continue
                 if row["err_code"] is not None:
-                    fut.set_exception(
-                        asyncpg.PostgresError.new(
-                            {"C": row["err_code"], "M": row["err_message"], "S": "ERROR"}
-                        )
-                    )
+                    fut.set_exception(_element_error(row))
                 else:
-                    fut.set_result(row["ok"])
+                    fut.set_result(self._answer(row))
+
+
+def _element_error(row: Any) -> asyncpg.PostgresError:
+    """An element's own error, as the exception its statement would have raised alone."""
+    return asyncpg.PostgresError.new({"C": row["err_code"], "M": row["err_message"], "S": "ERROR"})
 
 
 def _columns(elements: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
@@ -367,8 +362,8 @@ class JobQueue:
         self._batch = batch
         self._stages = Batcher(db, SET_STAGES, _columns)
         self._completes = Batcher(db, COMPLETE_JOBS, _columns)
-        self._options = Batcher(db, ANALYSIS_OPTIONS_MANY, _columns)
-        self._reuse: dict[tuple[str, Stage], Batcher] = {}  # one per version and next stage
+        # one per version, next stage and daemon options: what a batch's elements share
+        self._reuse: dict[tuple[str, Stage, str], Batcher] = {}
 
     @classmethod
     async def connect(cls, dsn: str, *, max_size: int) -> JobQueue:
@@ -437,16 +432,6 @@ class JobQueue:
         results (or none) are there."""
         return bool(await self.db.fetchval(SET_REPORT_PATH, job.session_id, path, processed_at))
 
-    async def analysis_options(self, job: ClaimedJob) -> dict[str, Any]:
-        """What the patient's therapist set for this session's analysis ({} for none)."""
-        if self._batch:
-            raw = await self._options.call(job.session_id)
-        else:
-            raw = await self.db.fetchval(ANALYSIS_OPTIONS, job.session_id)
-        if raw is None:
-            return {}
-        return json.loads(raw) if isinstance(raw, str) else dict(raw)
-
     async def reuse_or_stage(
         self,
         job: ClaimedJob,
@@ -454,35 +439,43 @@ class JobQueue:
         sha256: str,
         size: int,
         analysis_version: str,
-        options: dict[str, Any],
+        base_options: dict[str, Any],
         next_stage: Stage,
-    ) -> Reuse:
-        """Copy the results of identical content analysed with the same version and options, or
-        else record ``next_stage``: one round trip either way."""
-        processing = json.dumps(options)
+    ) -> tuple[Reuse, dict[str, Any]]:
+        """Read the patient's targets and MVC (settings, reference session) merged over
+        ``base_options``, then copy the results of identical content analysed with the same
+        version and exactly those options, or else record ``next_stage``: one round trip. Returns
+        the verdict and the options (the analysis must run with the options the check used)."""
+        base = json.dumps(base_options, sort_keys=True)
+        element = (job.job_id, job.lease_token, sha256, size)
         if self._batch:
-            key = (analysis_version, next_stage)
+            key = (analysis_version, next_stage, base)
             batcher = self._reuse.get(key)
             if batcher is None:
 
                 def arguments(elements: Sequence[tuple[Any, ...]]) -> list[Any]:
-                    return [*_columns(elements), key[0], str(key[1]), key[1].progress]
+                    return [*_columns(elements), key[2], key[0], str(key[1]), key[1].progress]
 
-                batcher = self._reuse[key] = Batcher(self.db, REUSE_OR_STAGE_MANY, arguments)
-            verdict = await batcher.call(job.job_id, job.lease_token, sha256, size, processing)
+                batcher = self._reuse[key] = Batcher(
+                    self.db,
+                    OPTIONS_REUSE_OR_STAGE_MANY,
+                    arguments,
+                    answer=operator.itemgetter("verdict", "options"),
+                )
+            verdict, options = await batcher.call(*element)
         else:
-            verdict = await self.db.fetchval(
-                REUSE_OR_STAGE,
-                job.job_id,
-                job.lease_token,
-                sha256,
-                size,
+            (row,) = await self.db.fetch(
+                OPTIONS_REUSE_OR_STAGE_MANY,
+                *([value] for value in element),
+                base,
                 analysis_version,
-                processing,
-                next_stage,
+                str(next_stage),
                 next_stage.progress,
             )
-        return Reuse(verdict)
+            if row["err_code"] is not None:
+                raise _element_error(row)
+            verdict, options = row["verdict"], row["options"]
+        return Reuse(verdict), json.loads(options) if isinstance(options, str) else dict(options)
 
     async def complete(self, job: ClaimedJob, *, result_json: str, sha256: str, size: int) -> bool:
         """Store the results and end the job succeeded, in one transaction (batched: with other

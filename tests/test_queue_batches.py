@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 
 from daemon.queue import (
+    OPTIONS_REUSE_OR_STAGE_MANY,
     PARALLEL_BATCHES,
-    REUSE_OR_STAGE_MANY,
     ClaimedJob,
     JobQueue,
     Reuse,
@@ -84,6 +84,24 @@ async def states(db, jobs: list[ClaimedJob]) -> list[str]:
     return [by_id[j.job_id] for j in jobs]
 
 
+async def commit_analysed(queue: JobQueue, job: ClaimedJob, data: bytes, result: dict) -> dict:
+    """Commit ``result`` as ``job``'s, the way the daemon does: analysed with the options the
+    reuse check answered (they key later reuse); returns those options."""
+    sha = hashlib.sha256(data).hexdigest()
+    verdict, options = await queue.reuse_or_stage(
+        job,
+        sha256=sha,
+        size=len(data),
+        analysis_version=ANALYSIS_VERSION,
+        base_options={},
+        next_stage=Stage.ANALYSING,
+    )
+    assert verdict is Reuse.STAGED
+    result = {**result, "processing": {**result["processing"], "options": options}}
+    assert await queue.complete(job, result_json=json.dumps(result), sha256=sha, size=len(data))
+    return options
+
+
 async def test_results_share_a_commit_and_each_job_keeps_its_own_outcome(db, counted, result):
     data, good = result
     queue = JobQueue(counted, batch=True)
@@ -131,7 +149,7 @@ async def test_reuse_checks_and_stages_batch_and_answer_per_job(db, counted, res
     queue = JobQueue(counted, batch=True)
     sha = hashlib.sha256(data).hexdigest()
     first = await claim_many(db, queue, 1)
-    assert await queue.complete(first[0], result_json=json.dumps(good), sha256=sha, size=len(data))
+    await commit_analysed(queue, first[0], data, good)
 
     jobs = await claim_many(db, queue, 6)
     lost = jobs[3]
@@ -144,11 +162,11 @@ async def test_reuse_checks_and_stages_batch_and_answer_per_job(db, counted, res
             sha256=sha if same else hashlib.sha256(job.object_name.encode()).hexdigest(),
             size=len(data) if same else 10,
             analysis_version=ANALYSIS_VERSION,
-            options={},
+            base_options={},
             next_stage=Stage.ANALYSING,
         )
 
-    verdicts = await asyncio.gather(*(check(j) for j in jobs))
+    verdicts = [verdict for verdict, _ in await asyncio.gather(*(check(j) for j in jobs))]
     assert verdicts == [
         Reuse.REUSED,
         Reuse.STAGED,
@@ -175,6 +193,47 @@ async def test_reuse_checks_and_stages_batch_and_answer_per_job(db, counted, res
     assert {(r["stage"], round(r["progress"], 2)) for r in rows} == {("saving", 0.9)}
 
 
+async def test_the_reuse_check_reads_the_patients_options_over_the_daemons(db, counted, result):
+    """The options come back with the verdict: the daemon's own, overridden key by key by what
+    the patient's therapist set; identical content is reused only when it was analysed with
+    exactly those options (batched or alone)."""
+    data, good = result
+    sha = hashlib.sha256(data).hexdigest()
+    patient = await dbutil.make_user(db, "patient")
+    await db.execute(
+        "insert into public.patient_emg_settings (patient_id, mvc_percentage) values ($1, 60)",
+        patient,
+    )
+    for i in range(3):
+        await dbutil.upload_object(db, dbutil.BUCKET, f"{patient}/{i}.c3d", user_id=patient)
+    batched, alone = JobQueue(counted, batch=True), JobQueue(db)
+    jobs = await batched.claim(owner=uuid.uuid4(), limit=3, lease_s=30)
+    base = {"mvc_percentage": 75.0, "notch": "daemon"}
+
+    def check(queue: JobQueue, job: ClaimedJob, base: dict):
+        return queue.reuse_or_stage(
+            job,
+            sha256=sha,
+            size=len(data),
+            analysis_version=ANALYSIS_VERSION,
+            base_options=base,
+            next_stage=Stage.ANALYSING,
+        )
+
+    verdict, options = await check(batched, jobs[0], base)
+    assert verdict is Reuse.STAGED
+    assert options["mvc_percentage"] == 60.0  # the patient's, over the daemon's
+    assert options["notch"] == "daemon"  # the daemon's, where the patient set nothing
+    out = {**good, "processing": {**good["processing"], "options": options}}
+    assert await batched.complete(jobs[0], result_json=json.dumps(out), sha256=sha, size=len(data))
+
+    same, other = await asyncio.gather(
+        check(batched, jobs[1], base), check(alone, jobs[2], {**base, "notch": "other"})
+    )
+    assert same == (Reuse.REUSED, options)
+    assert other[0] is Reuse.STAGED and other[1] == {**options, "notch": "other"}
+
+
 async def test_a_statement_that_fails_fails_every_job_in_it(db_url, db):
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
     queue = JobQueue(pool, batch=True)
@@ -193,24 +252,24 @@ async def test_a_batch_that_reused_results_commits_durably(db, result):
     queue = JobQueue(db)
     sha = hashlib.sha256(data).hexdigest()
     (first,) = await claim_many(db, queue, 1)
-    assert await queue.complete(first, result_json=json.dumps(good), sha256=sha, size=len(data))
+    await commit_analysed(queue, first, data, good)
     jobs = await claim_many(db, queue, 2)
 
     async def batch(shas: list[str]) -> tuple[list[str], str]:
         async with db.transaction():
             rows = await db.fetch(
-                REUSE_OR_STAGE_MANY,
+                OPTIONS_REUSE_OR_STAGE_MANY,
                 [j.job_id for j in jobs],
                 [j.lease_token for j in jobs],
                 shas,
                 [len(data), len(data)],
-                [json.dumps({}), json.dumps({})],
+                json.dumps({}),
                 ANALYSIS_VERSION,
                 "analysing",
                 0.4,
             )
             setting = await db.fetchval("show synchronous_commit")
-            return [r["ok"] for r in rows], setting
+            return [r["verdict"] for r in rows], setting
 
     staged_only = await batch(["0" * 64, "1" * 64])
     assert staged_only == (["staged", "staged"], "off")
@@ -296,19 +355,19 @@ async def test_an_element_that_raises_in_a_reuse_batch_fails_alone(db):
         """
     )
     rows = await db.fetch(
-        REUSE_OR_STAGE_MANY,
+        OPTIONS_REUSE_OR_STAGE_MANY,
         [j.job_id for j in jobs],
         [j.lease_token for j in jobs],
         [f"{i}" * 64 for i in range(3)],
         [10, 10, 10],
-        [json.dumps({})] * 3,
+        json.dumps({}),
         ANALYSIS_VERSION,
         "analysing",
         0.4,
     )
     by_n = {r["n"]: r for r in rows}
-    assert [by_n[i]["ok"] for i in (1, 3)] == ["staged", "staged"]
-    assert (by_n[2]["ok"], by_n[2]["err_code"]) == (None, "23514")
+    assert [by_n[i]["verdict"] for i in (1, 3)] == ["staged", "staged"]
+    assert (by_n[2]["verdict"], by_n[2]["err_code"]) == (None, "23514")
     stages = await db.fetch(
         "select id, stage from public.sessions where id = any($1::uuid[])",
         [uuid.UUID(j.session_id) for j in jobs],
