@@ -253,22 +253,20 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 # Elements per batch: enough to share one commit among every job a busy daemon has in flight,
 # few enough that one statement stays short.
 MAX_BATCH = 64
-# Statements of one kind on their way at once: while one commits (waiting for the WAL flush),
-# the next is already being executed on another connection, by another server process.
-PARALLEL_BATCHES = 2
 
 
 class Batcher:
     """Many jobs' calls of one kind as one statement (a ``*_many`` SQL function).
 
     A call goes at the event loop's next turn, with every call made before it (a lone job waits
-    no longer than a direct call), shared among the senders not already waiting for the server
-    (up to ``parallel`` statements at once, each run by a server process of its own). With
-    ``parallel`` statements on their way, calls made meanwhile wait for one to return and then
-    go together in the next (group commit: a busy daemon sends one statement and one commit for
-    many jobs). Each caller gets its own element's answer, or its own element's error (an
-    ``asyncpg.PostgresError`` with the element's SQLSTATE, classified like any other); an error
-    of the whole statement (the connection dropped) goes to every caller in the batch.
+    no longer than a direct call). While that statement is on its way, calls made meanwhile wait
+    for it to return and then go together in the next (group commit: a busy daemon sends one
+    statement and one commit for many jobs). One statement of a kind at a time: the statements
+    write a batch with one statement per table, so one batch of 2n costs the server less than two
+    of n sent side by side, and the other kinds keep the second core busy. Each caller gets its
+    own element's answer, or its own element's error (an ``asyncpg.PostgresError`` with the
+    element's SQLSTATE, classified like any other); an error of the whole statement (the
+    connection dropped) goes to every caller in the batch.
     """
 
     def __init__(
@@ -278,7 +276,6 @@ class Batcher:
         arguments: Callable[[Sequence[tuple[Any, ...]]], Sequence[Any]],
         *,
         max_batch: int = MAX_BATCH,
-        parallel: int = PARALLEL_BATCHES,
         answer: Callable[[Any], Any] = operator.itemgetter("ok"),
     ) -> None:
         """``answer``: a caller's answer from its element's row (by default the ``ok`` column)."""
@@ -287,32 +284,22 @@ class Batcher:
         self._arguments = arguments
         self._answer = answer
         self._max = max_batch
-        self._parallel = parallel
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._senders: set[asyncio.Task[None]] = set()
-        self._busy = 0  # senders waiting for the server
+        self._sender: asyncio.Task[None] | None = None
 
     async def call(self, *element: Any) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((element, fut))
-        if len(self._senders) < self._parallel:
-            sender = asyncio.create_task(self._send())
-            self._senders.add(sender)
-            sender.add_done_callback(self._senders.discard)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send())
         return await fut
 
     async def _send(self) -> None:
         while self._pending:
-            # Calls made together are shared among the senders not already waiting for the
-            # server: each statement runs in one server process, so two halves run on two
-            # cores at once where one whole batch would keep one busy and the other idle.
-            idle = max(len(self._senders) - self._busy, 1)
-            take = min(self._max, -(-len(self._pending) // idle))
-            batch, self._pending = self._pending[:take], self._pending[take:]
+            batch, self._pending = self._pending[: self._max], self._pending[self._max :]
             batch = [(e, f) for e, f in batch if not f.done()]  # callers cancelled meanwhile
             if not batch:
                 continue
-            self._busy += 1
             try:
                 rows = await self._db.fetch(self._sql, *self._arguments([e for e, _ in batch]))
             except asyncio.CancelledError:
@@ -324,8 +311,6 @@ class Batcher:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            finally:
-                self._busy -= 1
             for row in rows:
                 fut = batch[row["n"] - 1][1]
                 if fut.done():

@@ -17,7 +17,6 @@ import pytest
 
 from daemon.queue import (
     OPTIONS_REUSE_OR_STAGE_MANY,
-    PARALLEL_BATCHES,
     ClaimedJob,
     JobQueue,
     Reuse,
@@ -138,10 +137,38 @@ async def test_results_share_a_commit_and_each_job_keeps_its_own_outcome(db, cou
         uuid.UUID(jobs[5].session_id),
     )
     assert stored == 0
-    # calls made in the same turn of the event loop go as PARALLEL_BATCHES statements, halves
-    # of the batch that two server processes run at once
-    assert len(counted.sent) - sent_before == PARALLEL_BATCHES
-    assert counted.elements[-PARALLEL_BATCHES:] == [4, 4]
+    # calls made in the same turn of the event loop go as one statement
+    assert len(counted.sent) - sent_before == 1
+    assert counted.elements[-1] == 8
+
+
+async def test_calls_made_while_a_statement_is_on_its_way_wait_and_go_together(db, counted):
+    """One statement of a kind at a time: calls made while it is on its way wait for it, then go
+    together as the next one (one commit for all of them), not as statements of their own."""
+    queue = JobQueue(counted, batch=True)
+    jobs = await claim_many(db, queue, 4)
+    gate = asyncio.Event()
+    fetch = counted.fetch
+
+    async def held(sql: str, *args: object) -> list:
+        if not gate.is_set():
+            counted.sent.append(sql)  # seen leaving; held until the gate opens
+            counted.elements.append(len(args[0]))  # type: ignore[arg-type]
+            await gate.wait()
+            return await counted.pool.fetch(sql, *args)
+        return await fetch(sql, *args)
+
+    counted.fetch = held  # type: ignore[method-assign]
+    sent_before = len(counted.sent)
+    first = asyncio.ensure_future(queue.set_stage(jobs[0], Stage.SAVING))
+    while len(counted.sent) == sent_before:
+        await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(queue.set_stage(j, Stage.SAVING)) for j in jobs[1:]]
+    await asyncio.sleep(0.05)
+    assert len(counted.sent) - sent_before == 1  # the others wait for the first
+    gate.set()
+    assert await asyncio.gather(first, *rest) == [True] * 4
+    assert counted.elements[sent_before:] == [1, 3]
 
 
 async def test_reuse_checks_and_stages_batch_and_answer_per_job(db, counted, result):
