@@ -171,6 +171,19 @@ async def test_calls_made_while_a_statement_is_on_its_way_wait_and_go_together(d
     assert counted.elements[sent_before:] == [1, 3]
 
 
+async def test_a_call_made_as_the_sender_ends_is_still_sent(db, counted):
+    """A caller woken by its answer calls again at once, before the event loop has run the ended
+    sender's clean-up callbacks: the call must start a sender of its own, not wait for one that
+    has already ended (a job would then wait forever, its lease kept alive by heartbeats)."""
+    queue = JobQueue(counted, batch=True)
+    jobs = await claim_many(db, queue, 3)
+
+    async def one_after_another() -> list[bool]:
+        return [await queue.set_stage(job, Stage.SAVING) for job in jobs]
+
+    assert await asyncio.wait_for(one_after_another(), timeout=10) == [True] * 3
+
+
 async def test_reuse_checks_and_stages_batch_and_answer_per_job(db, counted, result):
     data, good = result
     queue = JobQueue(counted, batch=True)
