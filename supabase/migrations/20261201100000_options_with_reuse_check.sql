@@ -12,6 +12,10 @@
 -- here or takes the running job back (emgd.requeue_patient): a job never commits results
 -- analysed with options older than its claim.
 
+-- Made of the two batched functions it replaces in the daemon: emgd.analysis_options_many reads
+-- each element's options on its own (a failed read answers for its own job only), and
+-- emgd.reuse_or_stage_many checks the elements that have them, with their per-element errors and
+-- the durable commit of a batch that reused results.
 create function emgd.options_reuse_or_stage_many(
     p_job_ids bigint[], p_tokens uuid[], p_sha256 text[], p_sizes bigint[],
     p_base_options jsonb, p_analysis_version text, p_stage text, p_progress real
@@ -21,42 +25,41 @@ language plpgsql
 security definer
 set search_path = ''
 as $$
-declare
-    i int;
-    sessions uuid[];
-    completed boolean := false;
 begin
-    -- each job's session, by the job (the caller names jobs, never sessions)
-    select array_agg(j.session_id order by u.o) into sessions
-    from unnest(p_job_ids) with ordinality as u(id, o)
-    left join emgd.jobs j on j.id = u.id;
-
-    for i in select o from unnest(p_job_ids) with ordinality as u(id, o) order by u.id loop
-        n := i;
-        job_id := p_job_ids[i];
-        err_code := null;
-        err_message := null;
-        begin
-            options := coalesce(p_base_options, '{}'::jsonb)
-                || coalesce(emgd.analysis_options(sessions[i]), '{}'::jsonb);
-            verdict := emgd.reuse_or_stage(p_job_ids[i], p_tokens[i], p_sha256[i], p_sizes[i],
-                p_analysis_version, options, p_stage, p_progress);
-            completed := completed or verdict = 'reused';
-        exception when others then
-            verdict := null;
-            options := null;
-            err_code := sqlstate;
-            err_message := sqlerrm;
-        end;
-        return next;
-    end loop;
-    -- Elements that only recorded a stage turned the flush off for the whole transaction; a
-    -- completed job's results must be durable when the daemon hears of them.
-    if completed then
-        perform set_config('synchronous_commit',
-            (select s.reset_val from pg_catalog.pg_settings s where s.name = 'synchronous_commit'),
-            true);
-    end if;
+    return query
+    with elements as (
+        -- each job's session, by the job (the caller names jobs, never sessions)
+        select u.o::int as n, u.id, j.session_id
+        from unnest(p_job_ids) with ordinality as u(id, o)
+        left join emgd.jobs j on j.id = u.id
+    ),
+    read as materialized (
+        select e.n, e.id, coalesce(p_base_options, '{}'::jsonb) || coalesce(a.ok, '{}'::jsonb)
+                as options,
+            a.err_code, a.err_message
+        from emgd.analysis_options_many(array(select e.session_id from elements e order by e.n)) a
+        join elements e on e.n = a.n
+    ),
+    readable as materialized (
+        select r.n, r.id, r.options, row_number() over (order by r.n)::int as k
+        from read r where r.err_code is null
+    ),
+    checked as materialized (
+        select c.n as k, c.verdict, c.err_code, c.err_message
+        from emgd.reuse_or_stage_many(
+            array(select p_job_ids[r.n] from readable r order by r.k),
+            array(select p_tokens[r.n] from readable r order by r.k),
+            array(select p_sha256[r.n] from readable r order by r.k),
+            array(select p_sizes[r.n] from readable r order by r.k),
+            array(select r.options from readable r order by r.k),
+            p_analysis_version, p_stage, p_progress) c
+    )
+    select r.n, r.id, c.verdict, case when c.err_code is null then r.options end,
+        c.err_code, c.err_message
+    from readable r join checked c on c.k = r.k
+    union all
+    select r.n, r.id, null::text, null::jsonb, r.err_code, r.err_message
+    from read r where r.err_code is not null;
 end;
 $$;
 
